@@ -1,0 +1,60 @@
+//! Prometheus metrics of the shard groups, `playground_raft_*`, in the process-wide default registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{register, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts};
+
+fn registered<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    // Registration fails only for a duplicate name, which these statics rule out.
+    register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+fn per_shard_gauge(name: &str, help: &str) -> IntGaugeVec {
+    registered(IntGaugeVec::new(Opts::new(name, help), &["shard"]).expect("valid metric"))
+}
+
+pub(crate) static TERM: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| per_shard_gauge("playground_raft_term", "Current raft term of each shard group held here."));
+
+pub(crate) static IS_LEADER: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| per_shard_gauge("playground_raft_is_leader", "1 when this node leads the shard group, else 0."));
+
+pub(crate) static APPLY_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    per_shard_gauge(
+        "playground_raft_apply_lag_entries",
+        "Raft entries committed but not yet applied to the shard's state machine (sampled every second).",
+    )
+});
+
+pub(crate) static LEADER_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new("playground_raft_leader_changes_total", "New leaders (or terms) seen by each shard group."),
+            &["shard"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub(crate) static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    registered(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "playground_raft_commit_duration_seconds",
+                "Time of one raft proposal (client_write): replicated to a majority, durable and applied.",
+            )
+            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]),
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Touches the metrics of a shard so that they appear in `/metrics` from the start.
+pub(crate) fn init_shard(shard: &str) {
+    TERM.with_label_values(&[shard]);
+    IS_LEADER.with_label_values(&[shard]);
+    APPLY_LAG.with_label_values(&[shard]);
+    LEADER_CHANGES.with_label_values(&[shard]);
+    LazyLock::force(&COMMIT_SECONDS);
+}

@@ -1,0 +1,306 @@
+//! The shard actor: the supervisor and router of one shard's entities. It activates an entity on its
+//! first command, passivates it when idle, and restarts it (state reloaded from the store) when it fails.
+//!
+//! Single-writer rule: at most one instance of an entity runs at a time. A passivating entity is sent
+//! `Stop` behind the commands already forwarded to it; commands that arrive meanwhile wait here until it
+//! has terminated, then go to a fresh instance.
+//!
+//! Leader-only service (invariant I2): a shard serves only while its log says this node leads it, and
+//! drops every entity the moment the leadership term changes, so that no entity keeps state from a term
+//! in which another node may have written. Entities come back on their next command, loaded from the
+//! state machine.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use crate::entity::{
+    Cmd, EmailKind, EntityActor, EntityArgs, EntityCtx, EntityKind, EntityMsg, OrderKind, Reply, UserKind,
+};
+use crate::error::ApiError;
+use crate::metrics;
+use crate::protocol::ShardCall;
+
+/// More restarts than this within [`RESTART_WINDOW`] and an entity is left down until its next command,
+/// so a poisoned record cannot spin a core.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(10);
+
+pub enum ShardMsg {
+    Call {
+        call: ShardCall,
+        inject_panic: bool,
+        reply: RpcReplyPort<Result<Reply, ApiError>>,
+    },
+    /// Passivates idle entities and drops them all when leadership moved; sent by the shard's own timer.
+    Sweep,
+}
+
+// Local only: shards are reached through the node's transport endpoint, never as remote actors.
+impl ractor::Message for ShardMsg {}
+
+pub struct Shard;
+
+pub struct ShardArgs {
+    pub ctx: Arc<EntityCtx>,
+    pub idle_timeout: Duration,
+}
+
+pub struct ShardState {
+    ctx: Arc<EntityCtx>,
+    /// The leadership term the live entities were activated in.
+    term: u64,
+    idle_timeout: Duration,
+    users: Children<UserKind>,
+    orders: Children<OrderKind>,
+    emails: Children<EmailKind>,
+}
+
+struct Child<K: EntityKind> {
+    actor: ActorRef<EntityMsg<Cmd<K::Op>>>,
+    last_used: Instant,
+    stopping: bool,
+    waiting: Vec<(Cmd<K::Op>, bool)>,
+    restarts: VecDeque<Instant>,
+}
+
+struct Children<K: EntityKind> {
+    live: HashMap<String, Child<K>>,
+    keys: HashMap<ActorId, String>,
+}
+
+impl<K: EntityKind> Children<K> {
+    fn new() -> Self {
+        Self { live: HashMap::new(), keys: HashMap::new() }
+    }
+
+    async fn spawn(
+        &mut self,
+        sup: &ActorCell,
+        ctx: &Arc<EntityCtx>,
+        key: &str,
+    ) -> Result<ActorRef<EntityMsg<Cmd<K::Op>>>, ApiError> {
+        let args = EntityArgs { ctx: ctx.clone(), key: key.to_owned() };
+        match EntityActor::<K>::spawn_linked(None, EntityActor::default(), args, sup.clone()).await {
+            Ok((actor, _)) => {
+                self.keys.insert(actor.get_id(), key.to_owned());
+                metrics::ACTIVE.with_label_values(&[K::KIND]).inc();
+                Ok(actor)
+            }
+            Err(e) => {
+                tracing::error!(kind = K::KIND, key, error = %e, "entity failed to activate");
+                Err(ApiError::Unavailable(format!("the {} entity could not be loaded", K::KIND)))
+            }
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        sup: &ActorCell,
+        ctx: &Arc<EntityCtx>,
+        key: String,
+        cmd: Cmd<K::Op>,
+        inject_panic: bool,
+    ) {
+        if let Some(child) = self.live.get_mut(&key) {
+            if child.stopping {
+                child.waiting.push((cmd, inject_panic));
+                return;
+            }
+            child.last_used = Instant::now();
+            match child.actor.cast(EntityMsg::Command { cmd, inject_panic }) {
+                Ok(()) => return,
+                // The instance died and its failure is still on the way here: a new one takes over, which
+                // is safe since a closed mailbox means the old one handles nothing more.
+                // Its end is still accounted for by `ended`, which finds it in `keys`.
+                Err(ractor::MessagingErr::SendErr(EntityMsg::Command { cmd, inject_panic })) => {
+                    self.live.remove(&key);
+                    return Box::pin(self.deliver(sup, ctx, key, cmd, inject_panic)).await;
+                }
+                Err(_) => return,
+            }
+        }
+        self.activate(sup, ctx, key, vec![(cmd, inject_panic)], VecDeque::new()).await;
+    }
+
+    /// Starts an instance for `key` and hands it `commands`; if it cannot start, they are answered with
+    /// the error.
+    async fn activate(
+        &mut self,
+        sup: &ActorCell,
+        ctx: &Arc<EntityCtx>,
+        key: String,
+        commands: Vec<(Cmd<K::Op>, bool)>,
+        restarts: VecDeque<Instant>,
+    ) {
+        match self.spawn(sup, ctx, &key).await {
+            Ok(actor) => {
+                for (cmd, inject_panic) in commands {
+                    let _ = actor.cast(EntityMsg::Command { cmd, inject_panic });
+                }
+                let child = Child { actor, last_used: Instant::now(), stopping: false, waiting: vec![], restarts };
+                self.live.insert(key, child);
+            }
+            Err(e) => {
+                for (cmd, _) in commands {
+                    let _ = cmd.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Stops every instance now (not behind its mailbox) and answers what waits with `err`. Their ends
+    /// still arrive as supervision events; with nothing waiting, nothing is restarted.
+    fn stop_all(&mut self, err: ApiError) {
+        for child in self.live.values_mut() {
+            child.stopping = true;
+            child.actor.stop(Some("leadership moved".into()));
+            for (cmd, _) in child.waiting.drain(..) {
+                let _ = cmd.reply.send(Err(err.clone()));
+            }
+        }
+    }
+
+    fn sweep(&mut self, idle: Duration) {
+        let now = Instant::now();
+        for child in self.live.values_mut() {
+            if !child.stopping && now.duration_since(child.last_used) >= idle {
+                child.stopping = true;
+                let _ = child.actor.cast(EntityMsg::Stop);
+            }
+        }
+    }
+
+    /// Handles the end of one of this kind's children; false when the actor is not one of them.
+    async fn ended(&mut self, sup: &ActorCell, ctx: &Arc<EntityCtx>, id: ActorId, failure: Option<String>) -> bool {
+        let Some(key) = self.keys.remove(&id) else { return false };
+        metrics::ACTIVE.with_label_values(&[K::KIND]).dec();
+        match &failure {
+            Some(reason) => {
+                metrics::RESTARTS.with_label_values(&[K::KIND]).inc();
+                tracing::warn!(kind = K::KIND, key = %key, reason = %reason, "entity failed; restarting it with its stored state");
+            }
+            None => metrics::PASSIVATIONS.with_label_values(&[K::KIND]).inc(),
+        }
+        // An instance already replaced (see `deliver`) needs no more than the accounting above.
+        if self.live.get(&key).is_none_or(|c| c.actor.get_id() != id) {
+            return true;
+        }
+        let Some(mut child) = self.live.remove(&key) else { return true };
+        let mut restart = !child.waiting.is_empty();
+        if failure.is_some() {
+            let now = Instant::now();
+            child.restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+            child.restarts.push_back(now);
+            restart |= child.restarts.len() <= MAX_RESTARTS;
+        }
+        if !restart {
+            return true;
+        }
+        let waiting = std::mem::take(&mut child.waiting);
+        self.activate(sup, ctx, key, waiting, child.restarts).await;
+        true
+    }
+}
+
+impl ShardState {
+    /// Stops every entity at once: the term changed, so what they hold in memory may be stale.
+    fn drop_entities(&mut self, term: u64) {
+        tracing::info!(
+            shard = self.ctx.shard,
+            from = self.term,
+            to = term,
+            "leadership term changed; dropping entities"
+        );
+        let err = || ApiError::NotLeader { shard: self.ctx.shard, leader: None };
+        self.users.stop_all(err());
+        self.orders.stop_all(err());
+        self.emails.stop_all(err());
+        self.term = term;
+    }
+}
+
+impl Actor for Shard {
+    type Msg = ShardMsg;
+    type State = ShardState;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(&self, myself: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardState, ActorProcessingErr> {
+        // Checking at a quarter of the idle timeout passivates within 1.25× of it.
+        let every = (args.idle_timeout / 4).clamp(Duration::from_millis(25), Duration::from_secs(30));
+        myself.send_interval(every, || ShardMsg::Sweep);
+        Ok(ShardState {
+            term: args.ctx.log.leadership(args.ctx.shard).term,
+            ctx: args.ctx,
+            idle_timeout: args.idle_timeout,
+            users: Children::new(),
+            orders: Children::new(),
+            emails: Children::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ShardMsg>,
+        msg: ShardMsg,
+        st: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        let sup = myself.get_cell();
+        match msg {
+            ShardMsg::Call { call, inject_panic, reply } => {
+                let leadership = st.ctx.log.leadership(st.ctx.shard);
+                if leadership.term != st.term {
+                    st.drop_entities(leadership.term);
+                }
+                if !leadership.is_leader {
+                    let _ = reply.send(Err(ApiError::NotLeader { shard: st.ctx.shard, leader: leadership.leader }));
+                    return Ok(());
+                }
+                match call {
+                    ShardCall::User { key, op } => {
+                        st.users.deliver(&sup, &st.ctx, key, Cmd { op, reply }, inject_panic).await
+                    }
+                    ShardCall::Order { key, op } => {
+                        st.orders.deliver(&sup, &st.ctx, key, Cmd { op, reply }, inject_panic).await
+                    }
+                    ShardCall::Email { key, op } => {
+                        st.emails.deliver(&sup, &st.ctx, key, Cmd { op, reply }, inject_panic).await
+                    }
+                }
+            }
+            ShardMsg::Sweep => {
+                let term = st.ctx.log.leadership(st.ctx.shard).term;
+                if term != st.term {
+                    st.drop_entities(term);
+                }
+                st.users.sweep(st.idle_timeout);
+                st.orders.sweep(st.idle_timeout);
+                st.emails.sweep(st.idle_timeout);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<ShardMsg>,
+        evt: SupervisionEvent,
+        st: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        let sup = myself.get_cell();
+        let (id, failure) = match evt {
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.get_id(), None),
+            SupervisionEvent::ActorFailed(cell, err) => (cell.get_id(), Some(err.to_string())),
+            _ => return Ok(()),
+        };
+        let known = st.users.ended(&sup, &st.ctx, id, failure.clone()).await
+            || st.orders.ended(&sup, &st.ctx, id, failure.clone()).await
+            || st.emails.ended(&sup, &st.ctx, id, failure).await;
+        if !known {
+            tracing::warn!(actor = %id, "supervision event from an actor this shard does not know");
+        }
+        Ok(())
+    }
+}

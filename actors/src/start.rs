@@ -1,0 +1,262 @@
+//! Starting a process's part of the cluster.
+//!
+//! - [`start_node`]: open the store, start the shards' logs, the shard supervisor and, with peers, the
+//!   cluster transport, and hand back the [`Cluster`] handle. A one-node cluster (no seeds) runs its
+//!   log as `cluster.log` says; a cluster with seeds always replicates with raft.
+//! - [`start_gateway`]: the transport and a [`Cluster`] that routes every call to the nodes.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use cluster_config::{Config, LogEngine};
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorRef};
+
+use crate::cluster::{self, Cluster, ClusterSettings, LocalShards, Peer, Remote, RemoteError, Router};
+use crate::codec;
+use crate::entity::{EntityCtx, Settings};
+use crate::node::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg, ShardTable};
+use crate::protocol::Request;
+use crate::raft::{placement, RaftLog, RaftSettings, RaftStartError, RaftTransport};
+use crate::security::{Passwords, Tokens};
+use crate::store::{LocalLog, ShardLog, Store};
+use crate::transport::{CallHandler, PeerState, Role, Transport, TransportConfig, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store in {dir}: {reason}")]
+    Store { dir: String, reason: String },
+    #[error("security.argon2_*: {0}")]
+    Argon2(String),
+    #[error("cannot start the shard supervisor: {0}")]
+    Actors(String),
+    #[error("cannot start the shards' raft groups: {0}")]
+    Raft(#[from] RaftStartError),
+    #[error("cluster.listen: cannot start the cluster transport: {0}")]
+    Transport(#[from] TransportError),
+    #[error("cluster.seeds: {0}")]
+    Membership(String),
+}
+
+/// A running node. Dropping it leaves the actors running; call [`NodeHandle::stop`] to end them.
+pub struct NodeHandle {
+    pub cluster: Arc<Cluster>,
+    supervisor: ActorRef<ShardSupervisorMsg>,
+    join: tokio::task::JoinHandle<()>,
+    raft: Option<Arc<RaftLog>>,
+    transport: Option<Arc<Transport>>,
+}
+
+impl NodeHandle {
+    /// Stops every actor and waits until they are gone, so that no write is in flight afterwards.
+    pub async fn stop(self) {
+        self.supervisor.stop(Some("node stopping".into()));
+        let _ = self.join.await;
+        // After the entities, so that no append is still on its way into a group.
+        if let Some(raft) = self.raft {
+            raft.shutdown().await;
+        }
+        if let Some(transport) = self.transport {
+            transport.stop().await;
+        }
+    }
+}
+
+/// A running gateway: a [`Cluster`] with no shards of its own.
+pub struct GatewayHandle {
+    pub cluster: Arc<Cluster>,
+    transport: Arc<Transport>,
+}
+
+impl GatewayHandle {
+    pub async fn stop(self) {
+        self.transport.stop().await;
+    }
+}
+
+/// The transport as routing sees it.
+struct TransportRemote(Arc<Transport>);
+
+impl Remote for TransportRemote {
+    fn call(
+        &self,
+        node: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
+        let (transport, node) = (self.0.clone(), node.to_owned());
+        Box::pin(async move {
+            transport.call(&node, payload, timeout).await.map_err(|e| match e {
+                // Never reached the peer: another replica may take the call.
+                TransportError::NotConnected { .. }
+                | TransportError::PeerDown { .. }
+                | TransportError::Overloaded { .. }
+                | TransportError::Stopped
+                | TransportError::Start(_) => RemoteError::NotDelivered(node),
+                TransportError::Timeout { .. } | TransportError::Lost { .. } | TransportError::Remote { .. } => {
+                    RemoteError::NoAnswer(node)
+                }
+            })
+        })
+    }
+
+    fn peers(&self) -> Vec<Peer> {
+        self.0
+            .peers()
+            .into_iter()
+            .map(|p| Peer {
+                id: p.id,
+                addr: p.addr.to_string(),
+                state: match p.state {
+                    PeerState::Up => "up",
+                    PeerState::Suspect => "suspect",
+                    PeerState::Down => "down",
+                },
+            })
+            .collect()
+    }
+}
+
+/// Raft messages ride the cluster transport, wrapped as [`Request::Raft`].
+struct TransportRaft(Arc<Transport>);
+
+impl RaftTransport for TransportRaft {
+    fn send(&self, to: &str, payload: Vec<u8>, timeout: Duration) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let (transport, to) = (self.0.clone(), to.to_owned());
+        Box::pin(async move {
+            transport.call(&to, codec::encode(&Request::Raft(payload)), timeout).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Answers peers once the node is up; until then every request is answered "not here", which callers
+/// route around (and raft treats as an unreachable peer).
+#[derive(Default)]
+struct LateHandler {
+    ready: OnceLock<(Arc<Router>, Arc<RaftLog>)>,
+}
+
+impl CallHandler for LateHandler {
+    fn handle(&self, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
+        match self.ready.get() {
+            Some((router, raft)) => {
+                let raft = raft.clone();
+                cluster::answer(router.clone(), Some(Arc::new(move |bytes| raft.handle_rpc(bytes))), payload)
+            }
+            None => Box::pin(async {
+                codec::encode::<crate::protocol::ShardAnswer>(&Err(crate::error::ApiError::NotLeader {
+                    shard: 0,
+                    leader: None,
+                }))
+            }),
+        }
+    }
+}
+
+fn transport_config(config: &Config, role: Role) -> Result<TransportConfig, StartError> {
+    let cookie = config
+        .cluster
+        .cookie
+        .clone()
+        .ok_or_else(|| StartError::Membership("a cluster with seeds needs cluster.cookie".into()))?;
+    Ok(TransportConfig {
+        id: config.node.id.clone(),
+        role,
+        listen: config.cluster.listen,
+        seeds: config.cluster.seed_list(),
+        cookie,
+        heartbeat_interval: config.cluster.heartbeat_interval,
+        failure_timeout: config.cluster.failure_timeout,
+    })
+}
+
+fn members(config: &Config) -> Vec<String> {
+    let seeds: Vec<String> = config.cluster.seed_list().into_iter().map(|s| s.id).collect();
+    if seeds.is_empty() {
+        vec![config.node.id.clone()]
+    } else {
+        seeds
+    }
+}
+
+fn passwords(config: &Config) -> Result<Passwords, StartError> {
+    let sec = &config.security;
+    Passwords::new(sec.argon2_memory_kib, sec.argon2_iterations, sec.argon2_parallelism).map_err(StartError::Argon2)
+}
+
+fn cluster_settings(config: &Config) -> ClusterSettings {
+    ClusterSettings {
+        node_id: config.node.id.clone(),
+        http: config.node.http.to_string(),
+        call_timeout: config.limits.request_timeout,
+        session_ttl: config.sessions.ttl,
+    }
+}
+
+pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandle, StartError> {
+    crate::metrics::init();
+    let shards = config.cluster.shards;
+    let me = config.node.id.clone();
+    let members = members(config);
+    if !members.contains(&me) {
+        return Err(StartError::Membership(format!("node.id {me:?} is not among the seeds {members:?}")));
+    }
+    let dir = config.node.data_dir.join("store");
+    let store = Store::open(&dir, shards)
+        .map_err(|e| StartError::Store { dir: dir.display().to_string(), reason: e.to_string() })?;
+    let clustered = members.len() > 1;
+    let handler = Arc::new(LateHandler::default());
+    let transport = if clustered {
+        Some(Transport::start(transport_config(config, Role::Node)?, Some(handler.clone())).await?)
+    } else {
+        None
+    };
+    let (log, raft): (Arc<dyn ShardLog>, _) = match (&transport, config.cluster.log) {
+        (None, LogEngine::Local) => (Arc::new(LocalLog::new(store.clone(), me.clone())), None),
+        (None, LogEngine::Raft) => {
+            let raft = RaftLog::start(store.clone(), RaftSettings::single(me.clone())).await?;
+            (raft.clone(), Some(raft))
+        }
+        (Some(t), _) => {
+            let settings = RaftSettings::from_config(config, Arc::new(TransportRaft(t.clone())));
+            let raft = RaftLog::start(store.clone(), settings).await?;
+            (raft.clone(), Some(raft))
+        }
+    };
+    let settings = Arc::new(Settings { panic_injection: config.faults.panic_injection });
+    let ctxs = (0..shards)
+        .map(|shard| Arc::new(EntityCtx { shard, store: store.clone(), log: log.clone(), settings: settings.clone() }))
+        .collect();
+    let table = Arc::new(ShardTable::default());
+    let args = ShardSupervisorArgs { ctxs, idle_timeout: config.limits.entity_idle_timeout, table: table.clone() };
+    let (supervisor, join) =
+        ShardSupervisor::spawn(None, ShardSupervisor, args).await.map_err(|e| StartError::Actors(e.to_string()))?;
+    let rf = config.cluster.replication_factor as usize;
+    let replicas = (0..shards).map(|s| placement(s, &members, rf)).collect();
+    let remote = transport.clone().map(|t| Arc::new(TransportRemote(t)) as Arc<dyn Remote>);
+    let local = LocalShards { table, log, store };
+    let router = Arc::new(Router::new(me, shards, Some(local), remote, replicas));
+    if let Some(raft) = &raft {
+        // Set once, here: a second set cannot happen.
+        let _ = handler.ready.set((router.clone(), raft.clone()));
+    }
+    let cluster = Arc::new(Cluster::new(cluster_settings(config), router, passwords(config)?, Tokens::new(token_key)));
+    Ok(NodeHandle { cluster, supervisor, join, raft, transport })
+}
+
+/// Starts a gateway: it holds no shards and routes every call to the nodes of `cluster.seeds`.
+pub async fn start_gateway(config: &Config, token_key: Vec<u8>) -> Result<GatewayHandle, StartError> {
+    crate::metrics::init();
+    if config.cluster.seeds.is_empty() {
+        return Err(StartError::Membership("a gateway needs the nodes to route to in cluster.seeds".into()));
+    }
+    let transport = Transport::start(transport_config(config, Role::Gateway)?, None).await?;
+    let members = members(config);
+    let shards = config.cluster.shards;
+    let rf = config.cluster.replication_factor as usize;
+    let replicas = (0..shards).map(|s| placement(s, &members, rf)).collect();
+    let remote: Arc<dyn Remote> = Arc::new(TransportRemote(transport.clone()));
+    let router = Arc::new(Router::new(config.node.id.clone(), shards, None, Some(remote), replicas));
+    let cluster = Arc::new(Cluster::new(cluster_settings(config), router, passwords(config)?, Tokens::new(token_key)));
+    Ok(GatewayHandle { cluster, transport })
+}

@@ -1,0 +1,138 @@
+//! Keeps one session to each seed: dials when there is none, with exponential backoff and jitter.
+//!
+//! Both ends of a pair of nodes dial each other. ractor_cluster settles simultaneous sessions itself
+//! (Erlang's rule: the connection initiated by the node whose name sorts last survives, the other is
+//! closed as `duplicate_connection` on both ends), so a pair never keeps two sessions; a dial happens only
+//! while no authenticated session to the peer exists, and the jitter breaks any lockstep.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use ractor_cluster::NodeServerMessage;
+use rand::Rng;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::sessions::Sessions;
+
+pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A TCP connect to a black-holed address can hang for minutes without this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a dialed session may take to authenticate; loopback takes milliseconds.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A safety net beside the session events: the connector re-checks its session this often.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The next backoff: doubled, capped at [`MAX_BACKOFF`].
+pub(crate) fn next_backoff(current: Duration) -> Duration {
+    (current * 2).min(MAX_BACKOFF)
+}
+
+/// `base` scaled by a random factor in [0.5, 1.0], so that peers retrying together drift apart.
+pub(crate) fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+pub(crate) struct Dialer {
+    pub peer: String,
+    pub addr: SocketAddr,
+    pub server: ActorRef<NodeServerMessage>,
+    pub sessions: Arc<Sessions>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Dialer {
+    /// Runs until shutdown.
+    pub(crate) async fn run(mut self) {
+        let mut changes = self.sessions.subscribe();
+        let mut backoff = INITIAL_BACKOFF;
+        let mut attempt: u32 = 0;
+        loop {
+            if *self.shutdown.borrow() || self.shutdown.has_changed().is_err() {
+                return;
+            }
+            if self.sessions.has_session(&self.peer) {
+                backoff = INITIAL_BACKOFF;
+                attempt = 0;
+                changes.borrow_and_update();
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep(RECHECK) => {}
+                    _ = self.shutdown.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            attempt += 1;
+            if self.dial(attempt).await {
+                info!(peer = %self.peer, addr = %self.addr, attempt, "cluster session up");
+                continue;
+            }
+            let pause = jittered(backoff);
+            backoff = next_backoff(backoff);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// One attempt: true once a session to the peer is authenticated (ours or one the peer dialed).
+    async fn dial(&mut self, attempt: u32) -> bool {
+        match tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(&self.server, self.addr)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(peer = %self.peer, addr = %self.addr, attempt, error = %e, "cluster dial failed");
+                return false;
+            }
+            Err(_) => {
+                debug!(peer = %self.peer, addr = %self.addr, attempt, "cluster dial timed out");
+                return false;
+            }
+        }
+        // `Ok` only means TCP connected: the cookie handshake decides (a rejection is reported by
+        // `Sessions` when the session closes).
+        let mut changes = self.sessions.subscribe();
+        let deadline = tokio::time::sleep(HANDSHAKE_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            if self.sessions.has_session(&self.peer) {
+                return true;
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return false },
+                _ = &mut deadline => return self.sessions.has_session(&self.peer),
+                _ = self.shutdown.wait_for(|s| *s) => return false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let mut b = INITIAL_BACKOFF;
+        let mut seen = vec![b];
+        for _ in 0..8 {
+            b = next_backoff(b);
+            seen.push(b);
+        }
+        assert_eq!(seen[1], Duration::from_millis(200));
+        assert_eq!(seen[5], Duration::from_millis(3200));
+        assert_eq!(seen[6], MAX_BACKOFF);
+        assert_eq!(*seen.last().expect("non-empty"), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full() {
+        for _ in 0..1000 {
+            let j = jittered(Duration::from_secs(1));
+            assert!(j >= Duration::from_millis(500) && j <= Duration::from_secs(1), "{j:?}");
+        }
+    }
+}

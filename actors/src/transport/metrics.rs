@@ -1,0 +1,72 @@
+//! Prometheus metrics of the cluster transport, registered in the process-wide default registry like
+//! `crate::metrics`. Every `peer` label is a seed id (or `other`), so label sets stay bounded.
+
+use std::sync::LazyLock;
+
+use prometheus::{register, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+
+fn registered<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    // Registration fails only for a duplicate name, which these statics rule out.
+    register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+pub static PEER_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    registered(
+        IntGaugeVec::new(
+            Opts::new("playground_transport_peer_up", "1 while the failure detector holds the peer up, else 0."),
+            &["peer"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub static PEER_STATE_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "playground_transport_peer_state_changes_total",
+                "Failure-detector state changes (up, suspect, down) of a peer.",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "playground_transport_auth_failures_total",
+                "Cluster sessions closed during the cookie handshake, by peer (a cookie mismatch).",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub static CALL_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    registered(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "playground_transport_call_duration_seconds",
+                "Time of one call to a peer's endpoint, failures included, by peer.",
+            )
+            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]),
+            &["peer"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Touches every peer's series so that each appears in `/metrics` from the start.
+pub fn init(peers: &[String]) {
+    for peer in peers {
+        PEER_UP.with_label_values(&[peer]);
+        PEER_STATE_CHANGES.with_label_values(&[peer]);
+        AUTH_FAILURES.with_label_values(&[peer]);
+        CALL_SECONDS.with_label_values(&[peer]);
+    }
+}

@@ -1,0 +1,41 @@
+//! Configuration for the Microservices Playground cluster.
+//!
+//! Every node, the gateway and the launcher read the same TOML file format,
+//! so this crate is the single definition of what a node can be told: the
+//! types, their `DEFAULT_*` values and valid ranges, parsing, environment
+//! overrides and validation. It is deliberately pure — the environment is
+//! passed in as a lookup function rather than read from globals — so callers
+//! decide precedence and tests stay hermetic.
+//!
+//! Precedence is: built-in defaults, then the file ([`Config::parse`] /
+//! [`load`]), then environment variables ([`Config::apply_env`], see
+//! [`ENV_VARS`]). Every step ends with [`Config::validate`].
+//!
+//! Module layout:
+//! - `model`: the config types, defaults and ranges.
+//! - `parse`: TOML parsing, loading, serialization, key-file reading.
+//! - `validate`: range and consistency checks.
+//! - `env`: the environment-variable table and overrides.
+//! - `error`: [`ConfigError`], which always names the source and the field.
+
+mod env;
+mod error;
+mod model;
+mod parse;
+mod validate;
+
+pub use env::ENV_VARS;
+pub use error::ConfigError;
+pub use model::{
+    parse_seed, ClusterConfig, Config, FaultsConfig, LimitsConfig, LogConfig, LogEngine, LogFormat, NodeConfig,
+    SecurityConfig, Seed, SessionsConfig, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE,
+    DEFAULT_ARGON2_ITERATIONS, DEFAULT_ARGON2_MEMORY_KIB, DEFAULT_ARGON2_PARALLELISM, DEFAULT_CLUSTER_LISTEN,
+    DEFAULT_DATA_DIR, DEFAULT_ENTITY_IDLE_TIMEOUT, DEFAULT_FAILURE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HTTP,
+    DEFAULT_LOG_ENGINE, DEFAULT_LOG_FORMAT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_NODE_ID, DEFAULT_PANIC_INJECTION,
+    DEFAULT_RATE_LIMIT_BURST, DEFAULT_RATE_LIMIT_PER_SECOND, DEFAULT_REPLICATION_FACTOR, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RETRY_AFTER_SECS, DEFAULT_SESSION_TTL, DEFAULT_SHARDS, ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE,
+    HEARTBEAT_INTERVAL_RANGE, MAX_IN_FLIGHT_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES,
+    NODE_ID_MAX_LEN, RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE,
+    REQUEST_TIMEOUT_RANGE, RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
+};
+pub use parse::load;

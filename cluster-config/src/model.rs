@@ -1,0 +1,429 @@
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_NODE_ID: &str = "node-1";
+pub const DEFAULT_HTTP: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8080));
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Node ids end up in file names, metrics labels and URLs, so they are kept
+/// to a conservative alphabet and length.
+pub const NODE_ID_MAX_LEN: usize = 64;
+
+pub const DEFAULT_SHARDS: u32 = 64;
+pub const SHARDS_RANGE: RangeInclusive<u32> = 1..=4096;
+pub const DEFAULT_LOG_ENGINE: LogEngine = LogEngine::Local;
+pub const DEFAULT_CLUSTER_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7100);
+pub const DEFAULT_REPLICATION_FACTOR: u32 = 3;
+pub const REPLICATION_FACTOR_RANGE: RangeInclusive<u32> = 1..=7;
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+pub const HEARTBEAT_INTERVAL_RANGE: RangeInclusive<Duration> = Duration::from_millis(10)..=Duration::from_secs(60);
+pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const FAILURE_TIMEOUT_RANGE: RangeInclusive<Duration> = Duration::from_millis(50)..=Duration::from_secs(600);
+pub const MIN_COOKIE_CHARS: usize = 16;
+
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub const SESSION_TTL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(365 * 24 * 60 * 60);
+
+/// HMAC keys shorter than the hash output weaken the token MAC.
+pub const MIN_TOKEN_KEY_BYTES: usize = 32;
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+/// OWASP's recommended Argon2id baseline (19 MiB, 2 passes, 1 lane).
+pub const DEFAULT_ARGON2_MEMORY_KIB: u32 = 19456;
+pub const ARGON2_MEMORY_KIB_RANGE: RangeInclusive<u32> = 8..=1_048_576;
+pub const DEFAULT_ARGON2_ITERATIONS: u32 = 2;
+pub const ARGON2_ITERATIONS_RANGE: RangeInclusive<u32> = 1..=16;
+pub const DEFAULT_ARGON2_PARALLELISM: u32 = 1;
+pub const ARGON2_PARALLELISM_RANGE: RangeInclusive<u32> = 1..=16;
+
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+pub const MAX_IN_FLIGHT_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REQUEST_TIMEOUT_RANGE: RangeInclusive<Duration> = Duration::from_millis(10)..=Duration::from_secs(300);
+pub const DEFAULT_ENTITY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const ENTITY_IDLE_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(24 * 60 * 60);
+pub const DEFAULT_RETRY_AFTER_SECS: u32 = 1;
+/// Per-client rate limit: off by default, since a local cluster's clients all share one address.
+pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 0;
+pub const RATE_LIMIT_PER_SECOND_RANGE: RangeInclusive<u32> = 0..=10_000_000;
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
+pub const RATE_LIMIT_BURST_RANGE: RangeInclusive<u32> = 1..=10_000_000;
+pub const RETRY_AFTER_SECS_RANGE: RangeInclusive<u32> = 1..=3600;
+
+pub const DEFAULT_PANIC_INJECTION: bool = false;
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+
+/// The whole configuration of one node. Every section is optional in the
+/// file; missing ones take their defaults.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub cluster: ClusterConfig,
+    pub sessions: SessionsConfig,
+    pub security: SecurityConfig,
+    pub limits: LimitsConfig,
+    pub faults: FaultsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: String,
+    pub http: SocketAddr,
+    #[serde(serialize_with = "path_lossy::serialize")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { id: DEFAULT_NODE_ID.to_owned(), http: DEFAULT_HTTP, data_dir: PathBuf::from(DEFAULT_DATA_DIR) }
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub shards: u32,
+    /// What each shard's log is: see [`LogEngine`].
+    pub log: LogEngine,
+    /// Where this process listens for the cluster transport (nodes and gateways alike).
+    pub listen: SocketAddr,
+    /// The cluster's nodes, each `id@host:port` (its cluster `listen` address). Empty: a one-node
+    /// cluster of this node alone.
+    pub seeds: Vec<String>,
+    /// Shared secret every member presents to join the transport; required with seeds.
+    pub cookie: Option<String>,
+    /// Replicas per shard, capped at the number of nodes.
+    pub replication_factor: u32,
+    /// How often the failure detector pings each peer.
+    #[serde(with = "duration_str")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is marked down.
+    #[serde(with = "duration_str")]
+    pub failure_timeout: Duration,
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("shards", &self.shards)
+            .field("log", &self.log)
+            .field("listen", &self.listen)
+            .field("seeds", &self.seeds)
+            .field("cookie", &self.cookie.as_ref().map(|_| Redacted))
+            .field("replication_factor", &self.replication_factor)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("failure_timeout", &self.failure_timeout)
+            .finish()
+    }
+}
+
+/// One entry of `cluster.seeds`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    pub id: String,
+    pub addr: SocketAddr,
+}
+
+impl ClusterConfig {
+    /// The parsed seed list; `validate` has checked every entry.
+    pub fn seed_list(&self) -> Vec<Seed> {
+        self.seeds.iter().filter_map(|s| parse_seed(s).ok()).collect()
+    }
+}
+
+/// Parses `id@host:port`.
+pub fn parse_seed(text: &str) -> Result<Seed, String> {
+    let (id, addr) = text.split_once('@').ok_or_else(|| format!("{text:?} is not of the form id@host:port"))?;
+    let addr = addr.parse().map_err(|_| format!("{addr:?} in {text:?} is not an address like 127.0.0.1:7100"))?;
+    Ok(Seed { id: id.to_owned(), addr })
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            shards: DEFAULT_SHARDS,
+            log: DEFAULT_LOG_ENGINE,
+            listen: DEFAULT_CLUSTER_LISTEN,
+            seeds: vec![],
+            cookie: None,
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+        }
+    }
+}
+
+/// The engine behind each shard's log. Both apply entries to the same per-shard state in the store, so
+/// entities cannot tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEngine {
+    /// One committer thread applies entries and makes them durable on this node.
+    #[default]
+    Local,
+    /// Each shard is an openraft group (one member for now) whose state machine is the shard's tree.
+    Raft,
+}
+
+impl LogEngine {
+    /// Shared with the environment parser so file and env accept the same spellings.
+    pub(crate) fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "local" => Some(Self::Local),
+            "raft" => Some(Self::Raft),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    #[serde(with = "duration_str")]
+    pub ttl: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self { ttl: DEFAULT_SESSION_TTL }
+    }
+}
+
+/// Debug is implemented by hand so secrets never reach a log line.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Inline token-signing key, at least [`MIN_TOKEN_KEY_BYTES`] bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_key: Option<String>,
+    /// File whose trimmed content is the token-signing key; read lazily by
+    /// [`Config::token_key`] so that parsing stays free of I/O.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "path_lossy::serialize_opt")]
+    pub token_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            token_key: None,
+            token_key_file: None,
+            admin_token: None,
+            argon2_memory_kib: DEFAULT_ARGON2_MEMORY_KIB,
+            argon2_iterations: DEFAULT_ARGON2_ITERATIONS,
+            argon2_parallelism: DEFAULT_ARGON2_PARALLELISM,
+        }
+    }
+}
+
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Whether a secret is set is useful when debugging; its value is not.
+        f.debug_struct("SecurityConfig")
+            .field("token_key", &self.token_key.as_ref().map(|_| Redacted))
+            .field("token_key_file", &self.token_key_file)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| Redacted))
+            .field("argon2_memory_kib", &self.argon2_memory_kib)
+            .field("argon2_iterations", &self.argon2_iterations)
+            .field("argon2_parallelism", &self.argon2_parallelism)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_in_flight: usize,
+    #[serde(with = "duration_str")]
+    pub request_timeout: Duration,
+    #[serde(with = "duration_str")]
+    pub entity_idle_timeout: Duration,
+    pub retry_after_secs: u32,
+    /// Requests per second one client address may send to the API; 0 turns the limit off.
+    pub rate_limit_per_second: u32,
+    /// Requests a client may send at once above its rate.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            entity_idle_timeout: DEFAULT_ENTITY_IDLE_TIMEOUT,
+            retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
+            rate_limit_per_second: DEFAULT_RATE_LIMIT_PER_SECOND,
+            rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultsConfig {
+    pub panic_injection: bool,
+}
+
+impl Default for FaultsConfig {
+    fn default() -> Self {
+        Self { panic_injection: DEFAULT_PANIC_INJECTION }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: DEFAULT_LOG_FORMAT }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// Shared with the environment parser so file and env accept the same
+    /// spellings.
+    pub(crate) fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "text" => Some(Self::Text),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Durations are humantime strings ("24h", "300ms") because bare integers
+/// leave the unit ambiguous.
+pub(crate) mod duration_str {
+    use std::time::Duration;
+
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(D::Error::custom)
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text.trim())
+            .map_err(|e| format!("invalid duration {text:?} ({e}); expected e.g. \"24h\", \"5s\", \"300ms\""))
+    }
+}
+
+/// `to_toml` must not fail, and TOML strings must be UTF-8, so non-UTF-8
+/// paths are written lossily rather than aborting the whole serialization.
+mod path_lossy {
+    use std::path::{Path, PathBuf};
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    // serde's `serialize_with` hands over `&Option<PathBuf>`, so the
+    // signature cannot take `Option<&Path>`.
+    pub fn serialize_opt<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => serialize(p, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.node.id, "node-1");
+        assert_eq!(c.node.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.node.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.cluster.shards, 64);
+        assert_eq!(c.cluster.log, LogEngine::Local);
+        assert_eq!(c.sessions.ttl, Duration::from_secs(86_400));
+        assert_eq!(c.security.argon2_memory_kib, 19456);
+        assert_eq!(c.security.argon2_iterations, 2);
+        assert_eq!(c.security.argon2_parallelism, 1);
+        assert_eq!(c.limits.max_in_flight, 1024);
+        assert_eq!(c.limits.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.entity_idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.limits.retry_after_secs, 1);
+        assert!(!c.faults.panic_injection);
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let mut c = Config::default();
+        c.security.token_key = Some("k".repeat(40));
+        c.security.admin_token = Some("super-secret-admin-token".into());
+        for text in [format!("{c:?}"), format!("{:#?}", c.security)] {
+            assert!(!text.contains("kkkk"), "{text}");
+            assert!(!text.contains("super-secret"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
+        let unset = format!("{:?}", SecurityConfig::default());
+        assert!(!unset.contains("<redacted>"), "{unset}");
+    }
+
+    #[test]
+    fn durations_parse_humantime() {
+        assert_eq!(duration_str::parse("24h"), Ok(Duration::from_secs(24 * 3600)));
+        assert_eq!(duration_str::parse("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(duration_str::parse("5s"), Ok(Duration::from_secs(5)));
+        assert!(duration_str::parse("5 parsecs").is_err());
+        assert!(duration_str::parse("").is_err());
+    }
+
+    #[test]
+    fn log_format_names() {
+        assert_eq!(LogFormat::from_name("json"), Some(LogFormat::Json));
+        assert_eq!(LogFormat::from_name("text"), Some(LogFormat::Text));
+        assert_eq!(LogFormat::from_name("xml"), None);
+    }
+
+    #[test]
+    fn log_engine_names() {
+        assert_eq!(LogEngine::from_name("local"), Some(LogEngine::Local));
+        assert_eq!(LogEngine::from_name("raft"), Some(LogEngine::Raft));
+        assert_eq!(LogEngine::from_name("Raft"), None);
+    }
+}

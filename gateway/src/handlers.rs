@@ -1,0 +1,289 @@
+//! One handler per route: decode the request, call the cluster, shape the answer.
+
+use actors::{CallOptions, OrderAction, Principal};
+use http::header::AUTHORIZATION;
+use http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::problem::Problem;
+use crate::{Answer, Gateway, Request, OPENAPI_JSON};
+
+const X_FAULT_INJECT: &str = "x-fault-inject";
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::bad_request("a JSON body is required"));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Problem::bad_request(format!("malformed JSON body: {e}")))?;
+    // serde would also read a struct from an array, by position; the API takes objects only.
+    if !value.is_object() {
+        return Err(Problem::bad_request("the JSON body must be an object"));
+    }
+    // No request field is nullable: `null` is a wrong type, not an absent field.
+    if let Some(path) = first_null(&value, String::new()) {
+        return Err(Problem::bad_request(format!("{path} is null; leave a field out instead")));
+    }
+    serde_json::from_value(value).map_err(|e| Problem::bad_request(format!("wrong JSON type: {e}")))
+}
+
+fn first_null(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::Null => Some(path),
+        Value::Object(map) => {
+            map.iter().find_map(|(k, v)| first_null(v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") }))
+        }
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| first_null(v, format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// `If-Match`: `*`, or a list of `"<version>"`. `None` asks for no check; a value that names no
+/// version (malformed) matches nothing, so the write is refused rather than applied blindly.
+fn if_match(req: &Request) -> Option<Vec<u64>> {
+    let value = req.headers.get(http::header::IF_MATCH)?;
+    let Ok(text) = value.to_str() else { return Some(vec![]) };
+    if text.trim() == "*" {
+        return None;
+    }
+    Some(
+        text.split(',')
+            .map(str::trim)
+            .filter_map(|tag| tag.strip_prefix('"')?.strip_suffix('"')?.parse::<u64>().ok())
+            .collect(),
+    )
+}
+
+fn options(req: &Request) -> CallOptions {
+    let inject_panic =
+        req.headers.get(X_FAULT_INJECT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("panic"));
+    CallOptions { inject_panic }
+}
+
+fn param(req: &Request) -> &str {
+    req.param.as_deref().unwrap_or_default()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+struct Page {
+    limit: usize,
+    cursor: Option<String>,
+}
+
+fn page(query: &str) -> Result<Page, Problem> {
+    let mut page = Page { limit: 20, cursor: None };
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "limit" => {
+                page.limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| Problem::bad_request("limit must be an integer from 1 to 100"))?;
+            }
+            "cursor" => {
+                if v.len() != 26 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(Problem::bad_request("cursor is not a cursor this API returned"));
+                }
+                page.cursor = Some(v.into_owned());
+            }
+            _ => {}
+        }
+    }
+    Ok(page)
+}
+
+pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Problem> {
+    let cluster = &gw.cluster;
+    match (req.method, req.template) {
+        ("GET", "/healthz") => return Ok(Answer::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        ("GET", "/readyz") => {
+            return if cluster.ready().await {
+                Ok(Answer::json(StatusCode::OK, &serde_json::json!({"status": "ready"})))
+            } else {
+                Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "not every shard has a leader yet"))
+            };
+        }
+        ("GET", "/metrics") => {
+            let text = prometheus::TextEncoder::new()
+                .encode_to_string(&prometheus::gather())
+                .map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
+            return Ok(Answer {
+                status: StatusCode::OK,
+                body: text.into(),
+                content_type: "text/plain; version=0.0.4",
+                etag: None,
+                location: None,
+            });
+        }
+        ("GET", "/openapi.json") => {
+            return Ok(Answer {
+                status: StatusCode::OK,
+                body: OPENAPI_JSON.into(),
+                content_type: "application/json",
+                etag: None,
+                location: None,
+            });
+        }
+        ("GET", "/v1/cluster") => {
+            let admitted = match (&gw.config.admin_token, bearer(req)) {
+                (Some(admin), Some(given)) => constant_time_eq(admin.as_bytes(), given.as_bytes()),
+                _ => false,
+            };
+            if !admitted {
+                return Err(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "this call takes the admin token"));
+            }
+            return Ok(Answer::json(StatusCode::OK, &cluster.view().await));
+        }
+        ("POST", "/v1/users") => {
+            let user = cluster.register(parse_json(&req.body)?).await?;
+            let location = format!("/v1/users/{}", user.id);
+            return Ok(Answer::json(StatusCode::CREATED, &user).etag(user.version).location(location));
+        }
+        ("POST", "/v1/sessions") => {
+            let session = cluster.login(parse_json(&req.body)?).await?;
+            return Ok(Answer::json(StatusCode::CREATED, &session).location("/v1/sessions/current".to_owned()));
+        }
+        _ => {}
+    }
+    // Every other route is for a signed-in user. The body is checked before the token costs a call.
+    let opts = options(req);
+    let token = bearer(req).ok_or_else(|| Problem::from(actors::ApiError::Unauthorized))?;
+    match (req.method, req.template) {
+        ("PATCH", "/v1/users/{id}") => {
+            let changes = parse_json(&req.body)?;
+            let who = cluster.authenticate(token, CallOptions::default()).await?;
+            let user = cluster.update_user(&who, param(req), changes, if_match(req), opts).await?;
+            Ok(Answer::json(StatusCode::OK, &user).etag(user.version))
+        }
+        ("POST", "/v1/orders") => {
+            let order_req = parse_json(&req.body)?;
+            let key = match req.headers.get("idempotency-key") {
+                Some(v) => Some(
+                    v.to_str()
+                        .map_err(|_| Problem::bad_request("Idempotency-Key must be 1 to 128 visible ASCII characters"))?
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let who = cluster.authenticate(token, CallOptions::default()).await?;
+            let out = cluster.create_order(&who, order_req, key, opts).await?;
+            let location = format!("/v1/orders/{}", out.order.id);
+            Ok(Answer::json(StatusCode::CREATED, &out.order).etag(out.order.version).location(location))
+        }
+        _ => {
+            let who = cluster.authenticate(token, CallOptions::default()).await?;
+            signed_in(gw, req, &who, opts).await
+        }
+    }
+}
+
+async fn signed_in(gw: &Gateway, req: &Request, who: &Principal, opts: CallOptions) -> Result<Answer, Problem> {
+    let cluster = &gw.cluster;
+    let id = param(req);
+    let action = |a| async move {
+        let order = cluster.order_action(who, id, a, if_match(req), opts).await?;
+        Ok::<_, Problem>(Answer::json(StatusCode::OK, &order).etag(order.version))
+    };
+    match (req.method, req.template) {
+        ("GET", "/v1/users/{id}") => {
+            let user = cluster.get_user(who, id, opts).await?;
+            Ok(Answer::json(StatusCode::OK, &user).etag(user.version))
+        }
+        ("DELETE", "/v1/users/{id}") => {
+            cluster.delete_user(who, id, opts).await?;
+            Ok(Answer::no_content())
+        }
+        ("GET", "/v1/users/{id}/sessions") => {
+            let items = cluster.list_sessions(who, id).await?;
+            Ok(Answer::json(StatusCode::OK, &serde_json::json!({ "items": items })))
+        }
+        ("GET", "/v1/users/{id}/orders") => {
+            let p = page(&req.query)?;
+            let orders = cluster.list_orders(who, id, p.limit, p.cursor).await?;
+            Ok(Answer::json(StatusCode::OK, &orders))
+        }
+        ("GET", "/v1/sessions/current") => Ok(Answer::json(StatusCode::OK, &cluster.current_session(who))),
+        ("DELETE", "/v1/sessions/current") => {
+            cluster.logout(who).await?;
+            Ok(Answer::no_content())
+        }
+        ("DELETE", "/v1/sessions/{session_id}") => {
+            cluster.delete_session(who, id).await?;
+            Ok(Answer::no_content())
+        }
+        ("GET", "/v1/orders/{id}") => {
+            let order = cluster.get_order(who, id, opts).await?;
+            Ok(Answer::json(StatusCode::OK, &order).etag(order.version))
+        }
+        ("POST", "/v1/orders/{id}/pay") => action(OrderAction::Pay).await,
+        ("POST", "/v1/orders/{id}/ship") => action(OrderAction::Ship).await,
+        ("POST", "/v1/orders/{id}/deliver") => action(OrderAction::Deliver).await,
+        ("POST", "/v1/orders/{id}/cancel") => action(OrderAction::Cancel).await,
+        (method, template) => Err(Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} {template} is not served"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req_with(header: (&'static str, &'static str)) -> Request {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header.0, http::HeaderValue::from_static(header.1));
+        Request { method: "GET", template: "/", param: None, query: String::new(), headers, body: bytes::Bytes::new() }
+    }
+
+    #[test]
+    fn if_match_takes_star_lists_and_refuses_garbage() {
+        assert_eq!(if_match(&req_with(("if-match", "*"))), None);
+        assert_eq!(if_match(&req_with(("if-match", "\"3\""))), Some(vec![3]));
+        assert_eq!(if_match(&req_with(("if-match", "\"3\", \"4\""))), Some(vec![3, 4]));
+        assert_eq!(if_match(&req_with(("if-match", "3"))), Some(vec![]));
+        assert_eq!(if_match(&req_with(("x-other", "1"))), None);
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively() {
+        assert_eq!(bearer(&req_with(("authorization", "Bearer abc"))), Some("abc"));
+        assert_eq!(bearer(&req_with(("authorization", "bearer abc"))), Some("abc"));
+        assert_eq!(bearer(&req_with(("authorization", "Basic abc"))), None);
+    }
+
+    #[test]
+    fn bodies_must_be_objects_without_nulls() {
+        assert!(parse_json::<serde_json::Value>(b"[1]").is_err());
+        assert!(parse_json::<serde_json::Value>(b"   ").is_err());
+        let e = parse_json::<serde_json::Value>(br#"{"items":[{"sku":null}]}"#).expect_err("null");
+        assert!(e.detail.contains("items[0].sku"), "{}", e.detail);
+        assert!(parse_json::<serde_json::Value>(br#"{"a":1}"#).is_ok());
+    }
+
+    #[test]
+    fn pages_are_bounded() {
+        assert_eq!(page("").expect("default").limit, 20);
+        assert_eq!(page("limit=100").expect("max").limit, 100);
+        assert!(page("limit=0").is_err());
+        assert!(page("limit=101").is_err());
+        assert!(page("limit=abc").is_err());
+        assert!(page("cursor=short").is_err());
+        assert_eq!(
+            page("cursor=01ARZ3NDEKTSV4RRFFQ69G5FAV").expect("cursor").cursor.as_deref(),
+            Some("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        );
+    }
+}

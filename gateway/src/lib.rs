@@ -1,0 +1,349 @@
+//! The HTTP gateway of Microservices Playground: design/API.md over warp.
+//!
+//! It holds no state of record: every call goes to [`actors::Cluster`]. Here live the things that are
+//! HTTP's alone: routing (`routes`), problem+json errors (`problem`), request ids, the body limit,
+//! content types, `ETag`/`If-Match`, the bound on requests in flight, and the HTTP metrics (`metrics`).
+//! The handlers of each route are in `handlers`.
+
+mod handlers;
+mod metrics;
+mod problem;
+mod rate_limit;
+mod routes;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actors::Cluster;
+use bytes::{Buf, Bytes};
+use futures::{Stream, StreamExt};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use warp::filters::path::FullPath;
+use warp::Filter;
+
+pub use problem::Problem;
+pub use routes::{match_route, RouteMatch, ROUTES};
+
+/// Bodies over 256 KiB are refused (413).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The OpenAPI 3.1 document served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub admin_token: Option<String>,
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
+    pub retry_after_secs: u32,
+    /// Requests per second allowed to one client address; 0 turns the limit off.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+}
+
+pub struct Gateway {
+    cluster: Arc<Cluster>,
+    config: GatewayConfig,
+    in_flight: tokio::sync::Semaphore,
+    rate_limit: Option<rate_limit::RateLimiter>,
+}
+
+impl Gateway {
+    pub fn new(cluster: Arc<Cluster>, config: GatewayConfig) -> Arc<Self> {
+        metrics::init();
+        let in_flight = tokio::sync::Semaphore::new(config.max_in_flight);
+        let rate_limit = rate_limit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
+        Arc::new(Self { cluster, config, in_flight, rate_limit })
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(filter(gateway)).incoming(listener).graceful(shutdown).run().await;
+}
+
+/// The whole API as one warp filter: one catch-all route, so that routing, 404, 405 and every error
+/// body are decided in one place rather than in warp's rejection handling.
+pub fn filter(
+    gateway: Arc<Gateway>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::any()
+        .map(move || gateway.clone())
+        .and(warp::addr::remote())
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            |gw: Arc<Gateway>,
+             remote: Option<SocketAddr>,
+             method: Method,
+             path: FullPath,
+             query: String,
+             headers: HeaderMap,
+             body| async move {
+                let client = remote.map(|a| a.ip());
+                handle(&gw, client, method, path.as_str(), query, headers, body).await
+            },
+        )
+}
+
+/// What a handler answers on success.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub content_type: &'static str,
+    pub etag: Option<u64>,
+    pub location: Option<String>,
+}
+
+impl Answer {
+    pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Self {
+        let body = serde_json::to_vec(value).expect("API views serialize to JSON");
+        Answer { status, body: body.into(), content_type: "application/json", etag: None, location: None }
+    }
+
+    pub fn no_content() -> Self {
+        Answer { status: StatusCode::NO_CONTENT, body: Bytes::new(), content_type: "", etag: None, location: None }
+    }
+
+    pub fn etag(mut self, version: u64) -> Self {
+        self.etag = Some(version);
+        self
+    }
+
+    pub fn location(mut self, location: String) -> Self {
+        self.location = Some(location);
+        self
+    }
+}
+
+/// A request as the handlers see it.
+pub(crate) struct Request {
+    pub method: &'static str,
+    pub template: &'static str,
+    pub param: Option<String>,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(actors::new_id)
+}
+
+fn takes_body(method: &str, template: &str) -> bool {
+    matches!(
+        (method, template),
+        ("POST", "/v1/users") | ("PATCH", "/v1/users/{id}") | ("POST", "/v1/sessions") | ("POST", "/v1/orders")
+    )
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, Problem>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| Problem::bad_request(format!("the request body could not be read: {e}")))?;
+        if out.len() + chunk.remaining() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.into())
+}
+
+async fn handle<S, B>(
+    gw: &Gateway,
+    client: Option<IpAddr>,
+    method: Method,
+    path: &str,
+    query: String,
+    headers: HeaderMap,
+    body: S,
+) -> warp::reply::Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let started = Instant::now();
+    let rid = request_id(&headers);
+    let (route, outcome) = match routes::match_route(&method, path) {
+        RouteMatch::NotFound => {
+            ("unmatched", Err(Problem::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))))
+        }
+        RouteMatch::WrongMethod(allow) => {
+            let mut p = Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{path} takes {}", allow.join(", ")),
+            );
+            p.allow = allow;
+            ("unmatched", Err(p))
+        }
+        RouteMatch::Found(m) => (m.template, admit(gw, client, m, query, headers, body).await),
+    };
+    let response = respond(outcome, &rid, gw.config.retry_after_secs);
+    let status = response.status().as_u16().to_string();
+    metrics::REQUESTS.with_label_values(&[method.as_str(), route, &status]).inc();
+    metrics::DURATION.with_label_values(&[method.as_str(), route]).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Admission: the client's rate limit and the in-flight bound for API calls, the body rules, then the
+/// handler under a deadline.
+async fn admit<S, B>(
+    gw: &Gateway,
+    client: Option<IpAddr>,
+    m: routes::Matched,
+    query: String,
+    headers: HeaderMap,
+    body: S,
+) -> Result<Answer, Problem>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let api_call = m.template.starts_with("/v1/");
+    if let (true, Some(limiter), Some(ip)) = (api_call, &gw.rate_limit, client) {
+        if let Err(wait) = limiter.check(ip, Instant::now()) {
+            metrics::RATE_LIMITED.inc();
+            let mut p =
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "this client is over its request rate");
+            p.retry_after = Some(wait);
+            return Err(p);
+        }
+    }
+    let _permit = if api_call {
+        match gw.in_flight.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                metrics::SHED.inc();
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "too many requests in flight; retry later",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    metrics::IN_FLIGHT.inc();
+    let _gauge = scopeguard(|| metrics::IN_FLIGHT.dec());
+    let body = if takes_body(m.method, m.template) {
+        if !is_json(&headers) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        read_body(&headers, body).await?
+    } else {
+        Bytes::new()
+    };
+    let req = Request { method: m.method, template: m.template, param: m.param, query, headers, body };
+    // Each cluster call has its own timeout; this bounds a request made of several calls.
+    let deadline = gw.config.request_timeout * 3;
+    match tokio::time::timeout(deadline, handlers::dispatch(gw, &req)).await {
+        Ok(result) => result,
+        Err(_) => Err(actors::ApiError::Timeout.into()),
+    }
+}
+
+struct Guard<F: FnMut()>(F);
+impl<F: FnMut()> Drop for Guard<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+fn scopeguard<F: FnMut()>(f: F) -> Guard<F> {
+    Guard(f)
+}
+
+fn respond(outcome: Result<Answer, Problem>, rid: &str, retry_after: u32) -> warp::reply::Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let (status, body) = match outcome {
+        Ok(a) => {
+            if !a.content_type.is_empty() {
+                headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+            }
+            if let Some(v) = a.etag.and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok()) {
+                headers.insert(http::header::ETAG, v);
+            }
+            if let Some(v) = a.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                headers.insert(http::header::LOCATION, v);
+            }
+            (a.status, a.body)
+        }
+        Err(p) => {
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+            if p.retryable() {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(p.retry_after.unwrap_or(retry_after)));
+            }
+            if !p.allow.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&p.allow.join(", ")) {
+                    headers.insert(http::header::ALLOW, v);
+                }
+            }
+            if p.status == StatusCode::UNAUTHORIZED {
+                headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            let body = serde_json::to_vec(&p.body(rid)).expect("problems serialize to JSON");
+            (p.status, Bytes::from(body))
+        }
+    };
+    let mut response = warp::reply::Response::new(body.into());
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}

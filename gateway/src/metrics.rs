@@ -1,0 +1,66 @@
+//! Prometheus metrics of the HTTP layer.
+
+use std::sync::LazyLock;
+
+use prometheus::{register, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
+
+fn registered<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "playground_http_requests_total",
+                "HTTP requests answered, by method, route template and status.",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    registered(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "playground_http_request_duration_seconds",
+                "Time from receiving a request to its answer, by method and route template.",
+            )
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["method", "route"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub static IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new("playground_http_in_flight", "API requests being handled now.").expect("valid metric"))
+});
+
+pub static SHED: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new("playground_http_shed_total", "API requests refused with 503 because too many were in flight.")
+            .expect("valid metric"),
+    )
+});
+
+pub static RATE_LIMITED: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "playground_http_rate_limited_total",
+            "API requests refused with 429 because their client was over its rate.",
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub fn init() {
+    LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&DURATION);
+    LazyLock::force(&IN_FLIGHT);
+    LazyLock::force(&SHED);
+}

@@ -1,0 +1,238 @@
+//! What one operation of each mix sends, the status each of its requests must get, and the fixtures
+//! (users with live sessions, and their orders) created before measuring and never counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use reqwest::{Client, RequestBuilder, StatusCode};
+use serde_json::{json, Value};
+
+/// Registering hashes a password with argon2id, which takes most of a core: more at once only queues.
+const FIXTURE_CONCURRENCY: usize = 4;
+const PASSWORD: &str = "bench-password-1";
+
+/// One kind of operation: the baseline's, or one mix's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Hello,
+    RegisterLogin,
+    CreateOrder,
+    GetOrder,
+    SessionCheck,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hello => "hello",
+            Self::RegisterLogin => "register-login",
+            Self::CreateOrder => "create-order",
+            Self::GetOrder => "get-order",
+            Self::SessionCheck => "session-check",
+        }
+    }
+}
+
+/// Why an operation did not count as a success; its text keys the error counts in the report.
+#[derive(Debug)]
+pub enum OpError {
+    Status { step: &'static str, status: StatusCode },
+    Timeout { step: &'static str },
+    Transport { step: &'static str },
+    NoFixtures,
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status { step, status } => write!(f, "{step}: status {}", status.as_u16()),
+            Self::Timeout { step } => write!(f, "{step}: timeout"),
+            Self::Transport { step } => write!(f, "{step}: connection error"),
+            Self::NoFixtures => write!(f, "no fixtures for this mix"),
+        }
+    }
+}
+
+/// Pre-created state the mixes read: bearer tokens of pool users, and orders with their owner's token.
+#[derive(Clone, Debug, Default)]
+pub struct Fixtures {
+    tokens: Arc<[String]>,
+    orders: Arc<[(String, String)]>,
+}
+
+impl Fixtures {
+    /// Creates what `kinds` need: `users` users with a session each, and `orders_per_user` orders each
+    /// when a mix reads orders.
+    pub async fn create(
+        client: &Client,
+        base: &str,
+        kinds: &[Kind],
+        users: usize,
+        orders_per_user: usize,
+    ) -> Result<Self> {
+        let need_users = kinds.iter().any(|k| matches!(k, Kind::CreateOrder | Kind::GetOrder | Kind::SessionCheck));
+        if !need_users {
+            return Ok(Self::default());
+        }
+        eprintln!("bench: fixtures: registering {users} users…");
+        let prefix = run_prefix();
+        let tokens: Vec<String> = futures::stream::iter(0..users)
+            .map(|i| {
+                let email = format!("{prefix}-pool-{i}@bench.example");
+                async move {
+                    let token = register_and_login(client, base, &email).await.map_err(|e| anyhow!("{e}"))?;
+                    token.with_context(|| format!("fixture user {email}: the login answer has no token"))
+                }
+            })
+            .buffer_unordered(FIXTURE_CONCURRENCY)
+            .try_collect()
+            .await
+            .context("create the fixture users")?;
+        let mut orders = Vec::new();
+        if kinds.contains(&Kind::GetOrder) {
+            eprintln!("bench: fixtures: creating {} orders…", users * orders_per_user);
+            orders = futures::stream::iter(tokens.iter().flat_map(|t| std::iter::repeat_n(t, orders_per_user)))
+                .map(|token| async move {
+                    let body = create_order(client, base, token).await.map_err(|e| anyhow!("{e}"))?;
+                    let id = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned))
+                        .context("the order answer has no id")?;
+                    Ok::<_, anyhow::Error>((token.clone(), format!("{base}/v1/orders/{id}")))
+                })
+                .buffer_unordered(FIXTURE_CONCURRENCY)
+                .try_collect()
+                .await
+                .context("create the fixture orders")?;
+        }
+        Ok(Self { tokens: tokens.into(), orders: orders.into() })
+    }
+}
+
+/// One mix (or the baseline) bound to its target, its client and its fixtures.
+pub struct Workload {
+    kind: Kind,
+    client: Client,
+    base: String,
+    fixtures: Fixtures,
+    /// Unique per registration across every phase of this run, and across runs by the prefix.
+    prefix: String,
+    registrations: AtomicU64,
+}
+
+impl Workload {
+    pub fn new(kind: Kind, client: Client, base: &str, fixtures: Fixtures) -> Self {
+        Self { kind, client, base: base.to_owned(), fixtures, prefix: run_prefix(), registrations: AtomicU64::new(0) }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// One operation; `seq` picks its fixtures, round robin.
+    pub async fn run_once(&self, seq: u64) -> Result<(), OpError> {
+        let (client, base) = (&self.client, self.base.as_str());
+        match self.kind {
+            Kind::Hello => exchange("hello", client.get(format!("{base}/hello")), StatusCode::OK).await.map(drop),
+            Kind::RegisterLogin => {
+                let n = self.registrations.fetch_add(1, Ordering::Relaxed);
+                let email = format!("{}-{n}@bench.example", self.prefix);
+                register_and_login(client, base, &email).await.map(drop)
+            }
+            Kind::CreateOrder => create_order(client, base, pick(&self.fixtures.tokens, seq)?).await.map(drop),
+            Kind::GetOrder => {
+                let (token, url) = pick(&self.fixtures.orders, seq)?;
+                exchange("get-order", client.get(url).bearer_auth(token), StatusCode::OK).await.map(drop)
+            }
+            Kind::SessionCheck => {
+                let token = pick(&self.fixtures.tokens, seq)?;
+                let req = client.get(format!("{base}/v1/sessions/current")).bearer_auth(token);
+                exchange("session-check", req, StatusCode::OK).await.map(drop)
+            }
+        }
+    }
+}
+
+fn pick<T>(pool: &[T], seq: u64) -> Result<&T, OpError> {
+    if pool.is_empty() {
+        // Fixtures are created for every mix that reads them; an empty pool is a bug, shown as errors.
+        return Err(OpError::NoFixtures);
+    }
+    let index = usize::try_from(seq % pool.len() as u64).expect("below the pool's length");
+    Ok(&pool[index])
+}
+
+/// Distinguishes this run's emails from earlier runs against the same `--target`.
+fn run_prefix() -> String {
+    format!("bench-{:08x}", rand::random::<u32>())
+}
+
+/// Registers `email` and logs it in; returns the session token when the answer had one.
+async fn register_and_login(client: &Client, base: &str, email: &str) -> Result<Option<String>, OpError> {
+    let user = json!({"email": email, "name": "Bench User", "password": PASSWORD});
+    exchange("register", client.post(format!("{base}/v1/users")).json(&user), StatusCode::CREATED).await?;
+    let login = json!({"email": email, "password": PASSWORD});
+    let body = exchange("login", client.post(format!("{base}/v1/sessions")).json(&login), StatusCode::CREATED).await?;
+    let token = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["token"].as_str().map(str::to_owned));
+    Ok(token)
+}
+
+async fn create_order(client: &Client, base: &str, token: &str) -> Result<bytes::Bytes, OpError> {
+    let items = {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        (0..rng.gen_range(1..=3))
+            .map(|_| {
+                json!({
+                    "sku": format!("sku-{}", rng.gen_range(0..1000)),
+                    "quantity": rng.gen_range(1..=5),
+                    "unit_price_cents": rng.gen_range(100..=10_000),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let req = client.post(format!("{base}/v1/orders")).bearer_auth(token).json(&json!({ "items": items }));
+    exchange("create-order", req, StatusCode::CREATED).await
+}
+
+/// Sends one request and reads its whole body, so the latency covers the answer and the connection can
+/// go back to the pool.
+async fn exchange(step: &'static str, req: RequestBuilder, expect: StatusCode) -> Result<bytes::Bytes, OpError> {
+    let classify = |e: reqwest::Error| {
+        if e.is_timeout() {
+            OpError::Timeout { step }
+        } else {
+            OpError::Transport { step }
+        }
+    };
+    let response = req.send().await.map_err(classify)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(classify)?;
+    if status != expect {
+        return Err(OpError::Status { step, status });
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_walked_round_robin() {
+        let pool = ["a", "b", "c"];
+        let picked: Vec<_> = (0..5).map(|s| *pick(&pool, s).unwrap()).collect();
+        assert_eq!(picked, ["a", "b", "c", "a", "b"]);
+        assert!(pick::<&str>(&[], 0).is_err());
+    }
+
+    #[test]
+    fn error_texts_name_the_step() {
+        let e = OpError::Status { step: "login", status: StatusCode::SERVICE_UNAVAILABLE };
+        assert_eq!(e.to_string(), "login: status 503");
+        assert_eq!(OpError::Timeout { step: "get-order" }.to_string(), "get-order: timeout");
+    }
+}

@@ -1,0 +1,85 @@
+//! `playground`: the one binary of Microservices Playground.
+//!
+//! - `up` (the default): a whole working cluster on this machine, as child processes it supervises.
+//! - `node`: one cluster node with its HTTP gateway.
+//! - `gateway`: one gateway, routing the HTTP API to the nodes.
+//! - `bench`: load benchmarks, each beside a bare-warp baseline measured in the same run.
+
+mod bench;
+mod launcher;
+mod logging;
+mod node;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+fn env_help() -> String {
+    let mut text = String::from(
+        "Settings come from flags, then PLAYGROUND_* environment variables, then the --config file, then \
+         defaults, in that order of precedence.\n\nEnvironment variables:\n",
+    );
+    for (var, field) in cluster_config::ENV_VARS {
+        text.push_str(&format!("  {var:<32} {field}\n"));
+    }
+    text
+}
+
+#[derive(Parser)]
+#[command(name = "playground", version, about = "Microservices Playground: users, orders and sessions as supervised actors over durable shards", after_help = env_help())]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole cluster on this machine (the default).
+    Up(launcher::UpArgs),
+    /// Run one cluster node: shard replicas, and the HTTP API.
+    Node(NodeArgs),
+    /// Run one gateway: the HTTP API, routed to the nodes of cluster.seeds.
+    Gateway(NodeArgs),
+    /// Run the load benchmarks beside their baseline.
+    Bench(bench::BenchArgs),
+}
+
+/// Flags every process that reads a configuration file takes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ConfigArgs {
+    /// TOML configuration file (see cluster-config/examples).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [env: PLAYGROUND_HTTP].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Data directory [env: PLAYGROUND_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or_else(|| Command::Up(launcher::UpArgs::default()));
+    let result = match command {
+        Command::Up(args) => launcher::run(args),
+        Command::Node(args) => node::run(args, node::Kind::Node),
+        Command::Gateway(args) => node::run(args, node::Kind::Gateway),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("playground: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Sessions through the public HTTP API: login, the current session, listing, revocation, expiry.
+
+use std::time::Duration;
+
+use serde_json::json;
+use simulations::{eventually, Api, TestCluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_playground");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_logout_and_revocation() {
+    let c = TestCluster::start(BIN.as_ref(), &[]).expect("node starts");
+    let api = Api::new(&c.node.url);
+    let id = api.register("sess@example.com", "correct horse battery").await.expect("register");
+
+    let wrong = api
+        .post("/v1/sessions", None, &json!({"email": "sess@example.com", "password": "wrong password"}))
+        .await
+        .expect("login");
+    let unknown = api
+        .post("/v1/sessions", None, &json!({"email": "nobody@example.com", "password": "wrong password"}))
+        .await
+        .expect("login");
+    assert_eq!((wrong.status, wrong.code().as_str()), (401, "invalid_credentials"));
+    assert_eq!((unknown.status, unknown.code().as_str()), (401, "invalid_credentials"));
+    assert_eq!(wrong.json()["detail"], unknown.json()["detail"], "the same answer whether the email exists or not");
+    let incomplete = api.post("/v1/sessions", None, &json!({"email": "sess@example.com"})).await.expect("login");
+    assert_eq!((incomplete.status, incomplete.code().as_str()), (422, "validation_failed"));
+
+    let first = api
+        .post("/v1/sessions", None, &json!({"email": " SESS@example.com", "password": "correct horse battery"}))
+        .await
+        .expect("login");
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.header("location"), Some("/v1/sessions/current"));
+    let t1 = first.field("token");
+    assert!(t1.len() >= 43, "a token carries at least 128 bits: {t1}");
+    assert_eq!(first.field("user_id"), id);
+    for f in ["session_id", "created_at", "expires_at", "last_seen_at"] {
+        assert!(first.json()[f].is_string(), "{f} in {}", first.text);
+    }
+    let t2 = api.login("sess@example.com", "correct horse battery").await.expect("login");
+
+    let current = api.get("/v1/sessions/current", Some(&t1)).await.expect("current");
+    assert_eq!(current.status, 200);
+    assert_eq!(current.field("session_id"), first.field("session_id"));
+    assert!(current.json().get("token").is_none(), "the token is shown once");
+
+    let list = api.get(&format!("/v1/users/{id}/sessions"), Some(&t1)).await.expect("list");
+    assert_eq!(list.status, 200);
+    let items = list.json()["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 2);
+    assert!(items[0]["created_at"].as_str() >= items[1]["created_at"].as_str(), "newest first");
+
+    let (other_id, other_token) = api.signup("someone@example.com").await.expect("signup");
+    assert_eq!(api.get(&format!("/v1/users/{other_id}/sessions"), Some(&t1)).await.expect("list").status, 403);
+    let s2 = api.get("/v1/sessions/current", Some(&t2)).await.expect("current").field("session_id");
+    let foreign = api.delete(&format!("/v1/sessions/{s2}"), Some(&other_token)).await.expect("delete");
+    assert_eq!((foreign.status, foreign.code().as_str()), (404, "not_found"));
+    assert_eq!(api.delete(&format!("/v1/sessions/{s2}"), Some(&t1)).await.expect("delete").status, 204);
+    assert_eq!(api.get("/v1/sessions/current", Some(&t2)).await.expect("current").status, 401, "revoked at once");
+    assert_eq!(api.delete(&format!("/v1/sessions/{s2}"), Some(&t1)).await.expect("delete").status, 404);
+
+    assert_eq!(api.delete("/v1/sessions/current", Some(&t1)).await.expect("logout").status, 204);
+    for path in ["/v1/sessions/current".to_owned(), format!("/v1/users/{id}")] {
+        assert_eq!(api.get(&path, Some(&t1)).await.expect("get").status, 401, "{path} after logout");
+    }
+    assert_eq!(api.delete("/v1/sessions/current", Some(&t1)).await.expect("logout").status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_after_their_ttl() {
+    let c = TestCluster::start(BIN.as_ref(), &[("PLAYGROUND_SESSION_TTL", "2s")]).expect("node starts");
+    let api = Api::new(&c.node.url);
+    let (id, token) = api.signup("ttl@example.com").await.expect("signup");
+    assert_eq!(api.get("/v1/sessions/current", Some(&token)).await.expect("current").status, 200);
+    eventually(Duration::from_secs(10), "the token expires", || async {
+        let r = api.get("/v1/sessions/current", Some(&token)).await.ok()?;
+        (r.status == 401).then_some(())
+    })
+    .await
+    .expect("expiry");
+    let fresh = api.login("ttl@example.com", "correct horse battery").await.expect("login");
+    let list = api.get(&format!("/v1/users/{id}/sessions"), Some(&fresh)).await.expect("list");
+    assert_eq!(list.json()["items"].as_array().map(Vec::len), Some(1), "expired sessions are not listed");
+}

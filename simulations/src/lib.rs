@@ -1,0 +1,12 @@
+//! Test harness for Microservices Playground: real `playground` processes on free loopback ports, and
+//! an HTTP client that speaks the API. The integration tests (`nodes/tests/`) drive the product only
+//! through these, as a user would.
+//!
+//! - `process`: start, kill -9, freeze and stop node and launcher processes.
+//! - `client`: requests with JSON bodies, tokens and headers; responses with status, headers and body.
+
+mod client;
+mod process;
+
+pub use client::{Api, Response};
+pub use process::{eventually, NodeProcess, TestCluster};
