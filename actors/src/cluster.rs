@@ -57,7 +57,8 @@ pub struct ClusterView {
 pub struct MemberView {
     pub id: String,
     pub state: &'static str,
-    pub http: String,
+    /// The cluster transport address, or the HTTP address of a one-node cluster.
+    pub addr: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +73,8 @@ pub struct ShardView {
 pub struct ClusterSettings {
     /// This process's name in the cluster.
     pub node_id: String,
-    pub http: String,
+    /// How other members reach this process: its cluster address, or its HTTP address when alone.
+    pub addr: String,
     pub call_timeout: Duration,
     pub session_ttl: Duration,
 }
@@ -438,11 +440,11 @@ impl Cluster {
             members.push(MemberView {
                 id: self.settings.node_id.clone(),
                 state: "up",
-                http: self.settings.http.clone(),
+                addr: self.settings.addr.clone(),
             });
         }
         if let Some(remote) = &self.router.remote {
-            members.extend(remote.peers().into_iter().map(|p| MemberView { id: p.id, state: p.state, http: p.addr }));
+            members.extend(remote.peers().into_iter().map(|p| MemberView { id: p.id, state: p.state, addr: p.addr }));
         }
         ClusterView {
             node_id: self.settings.node_id.clone(),

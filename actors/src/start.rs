@@ -187,7 +187,11 @@ fn passwords(config: &Config) -> Result<Passwords, StartError> {
 fn cluster_settings(config: &Config) -> ClusterSettings {
     ClusterSettings {
         node_id: config.node.id.clone(),
-        http: config.node.http.to_string(),
+        addr: if config.cluster.seeds.is_empty() {
+            config.node.http.to_string()
+        } else {
+            config.cluster.listen.to_string()
+        },
         call_timeout: config.limits.request_timeout,
         session_ttl: config.sessions.ttl,
     }

@@ -3,10 +3,13 @@
 //! through these, as a user would.
 //!
 //! - `process`: start, kill -9, freeze and stop node and launcher processes.
+//! - `cluster`: a replicated cluster of node and gateway processes, each killable, freezable, restartable.
 //! - `client`: requests with JSON bodies, tokens and headers; responses with status, headers and body.
 
 mod client;
+mod cluster;
 mod process;
 
 pub use client::{Api, Response};
+pub use cluster::{Member, ProcessCluster, ADMIN_TOKEN};
 pub use process::{eventually, NodeProcess, TestCluster};

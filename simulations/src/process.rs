@@ -19,7 +19,7 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 const TEST_ENV: &[(&str, &str)] = &[
     ("PLAYGROUND_ARGON2_MEMORY_KIB", "1024"),
     ("PLAYGROUND_ARGON2_ITERATIONS", "1"),
-    ("RUST_LOG", "warn"),
+    ("RUST_LOG", "error,openraft=off"),
     // Injected panics are expected; their backtraces would bury real failures in the output.
     ("RUST_BACKTRACE", "0"),
 ];
@@ -69,6 +69,15 @@ impl NodeProcess {
     pub fn start(binary: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Result<Self> {
         let mut cmd = Command::new(binary);
         cmd.args(["node", "--http", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        let (child, lines) = spawn_with_lines(cmd, env)?;
+        let url = wait_for_line(&lines, "listening on ", START_DEADLINE)?;
+        Ok(NodeProcess { child, lines, url })
+    }
+
+    /// Starts `playground <subcommand> --config FILE` (a node or a gateway of a cluster).
+    pub fn start_with_config(binary: &Path, subcommand: &str, config: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        let mut cmd = Command::new(binary);
+        cmd.arg(subcommand).arg("--config").arg(config);
         let (child, lines) = spawn_with_lines(cmd, env)?;
         let url = wait_for_line(&lines, "listening on ", START_DEADLINE)?;
         Ok(NodeProcess { child, lines, url })

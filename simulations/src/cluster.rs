@@ -1,0 +1,192 @@
+//! A replicated cluster of separate processes on loopback: nodes and gateways, each with its own
+//! configuration file, so that a test can kill, freeze and restart any one of them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+
+use crate::client::Api;
+use crate::process::{eventually, NodeProcess};
+
+/// The admin token every member of a test cluster is configured with.
+pub const ADMIN_TOKEN: &str = "admin-token-of-the-test-cluster";
+
+/// One node or gateway: its configuration, and its process while it runs.
+pub struct Member {
+    pub name: String,
+    subcommand: &'static str,
+    config: PathBuf,
+    pub process: Option<NodeProcess>,
+}
+
+impl Member {
+    /// The base URL of its HTTP listener (empty while it is not running).
+    pub fn url(&self) -> String {
+        self.process.as_ref().map(|p| p.url.clone()).unwrap_or_default()
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url())
+    }
+}
+
+pub struct ProcessCluster {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+    pub nodes: Vec<Member>,
+    pub gateways: Vec<Member>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn config_text(name: &str, dir: &Path, listen: u16, seeds: &[String], shards: u32) -> String {
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        r#"[node]
+id = "{name}"
+http = "127.0.0.1:0"
+data_dir = "{data}"
+
+[cluster]
+shards = {shards}
+listen = "127.0.0.1:{listen}"
+seeds = [{seeds}]
+cookie = "the-cookie-of-the-test-cluster"
+heartbeat_interval = "200ms"
+failure_timeout = "1s"
+
+[security]
+token_key_file = "{key}"
+admin_token = "{ADMIN_TOKEN}"
+argon2_memory_kib = 1024
+argon2_iterations = 1
+"#,
+        data = dir.join(name).display(),
+        seeds = seeds.join(", "),
+        key = dir.join("token.key").display(),
+    )
+}
+
+impl ProcessCluster {
+    /// Starts `nodes` nodes and `gateways` gateways with `shards` shards, and waits until the first
+    /// gateway is ready (every shard has a leader).
+    pub async fn start(
+        binary: &Path,
+        nodes: usize,
+        gateways: usize,
+        shards: u32,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("token.key"), "a-token-key-shared-by-every-member-0123")?;
+        let ports = (0..nodes).map(|_| free_port()).collect::<Result<Vec<_>>>()?;
+        let seeds: Vec<String> =
+            ports.iter().enumerate().map(|(i, p)| format!("node-{}@127.0.0.1:{p}", i + 1)).collect();
+        let member = |name: String, subcommand: &'static str, port: u16| -> Result<Member> {
+            let config = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&config, config_text(&name, dir.path(), port, &seeds, shards))?;
+            Ok(Member { name, subcommand, config, process: None })
+        };
+        let node_members =
+            (0..nodes).map(|i| member(format!("node-{}", i + 1), "node", ports[i])).collect::<Result<Vec<_>>>()?;
+        let gateway_members = (0..gateways)
+            .map(|j| member(format!("gateway-{}", j + 1), "gateway", free_port()?))
+            .collect::<Result<Vec<_>>>()?;
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut cluster = ProcessCluster {
+            binary: binary.to_owned(),
+            env,
+            _dir: dir,
+            nodes: node_members,
+            gateways: gateway_members,
+        };
+        // Nodes start at once: each waits for its peers to elect leaders.
+        let binary = cluster.binary.clone();
+        let env: Vec<(String, String)> = cluster.env.clone();
+        let starts: Vec<_> = cluster
+            .nodes
+            .iter()
+            .chain(cluster.gateways.iter())
+            .map(|m| {
+                let (binary, sub, config, env) = (binary.clone(), m.subcommand, m.config.clone(), env.clone());
+                std::thread::spawn(move || {
+                    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    NodeProcess::start_with_config(&binary, sub, &config, &env)
+                })
+            })
+            .collect();
+        let mut started = vec![];
+        for s in starts {
+            started.push(s.join().map_err(|_| anyhow::anyhow!("a start thread panicked"))??);
+        }
+        for (m, p) in cluster.nodes.iter_mut().chain(cluster.gateways.iter_mut()).zip(started) {
+            m.process = Some(p);
+        }
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every gateway answers `/readyz` with 200.
+    pub async fn wait_ready(&self, deadline: Duration) -> Result<()> {
+        for g in &self.gateways {
+            let api = g.api();
+            eventually(deadline, &format!("{} is ready", g.name), || async {
+                (api.get("/readyz", None).await.ok()?.status == 200).then_some(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub fn gateway(&self, i: usize) -> Api {
+        self.gateways[i].api()
+    }
+
+    pub fn node(&self, i: usize) -> Api {
+        self.nodes[i].api()
+    }
+
+    fn running(&mut self, i: usize) -> Result<&mut NodeProcess> {
+        self.nodes[i].process.as_mut().with_context(|| format!("node {i} is not running"))
+    }
+
+    pub fn kill9(&mut self, i: usize) -> Result<()> {
+        self.running(i)?.kill9()?;
+        self.nodes[i].process = None;
+        Ok(())
+    }
+
+    pub fn freeze(&mut self, i: usize) -> Result<()> {
+        self.running(i)?.signal(Signal::SIGSTOP)
+    }
+
+    pub fn thaw(&mut self, i: usize) -> Result<()> {
+        self.running(i)?.signal(Signal::SIGCONT)
+    }
+
+    /// Starts node `i` again on its data.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let m = &mut self.nodes[i];
+        m.process = Some(NodeProcess::start_with_config(&self.binary, m.subcommand, &m.config, &env)?);
+        Ok(())
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        // A frozen process would ignore the kill until thawed.
+        for m in self.nodes.iter_mut().chain(self.gateways.iter_mut()) {
+            if let Some(p) = &m.process {
+                let _ = p.signal(Signal::SIGCONT);
+            }
+            m.process = None;
+        }
+    }
+}
