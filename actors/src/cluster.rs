@@ -49,6 +49,9 @@ pub struct CreatedOrder {
 pub struct ClusterView {
     pub node_id: String,
     pub shard_count: u32,
+    /// The version of the metadata record members and replicas come from; 0 while none is known (then
+    /// they come from the transport's peers and the replicas' own reports).
+    pub meta_version: u64,
     pub members: Vec<MemberView>,
     pub shards: Vec<ShardView>,
 }
@@ -415,19 +418,28 @@ impl Cluster {
         }
     }
 
-    /// Members and their state, and every shard's replicas, leader, term and commit index, as the
-    /// reachable nodes report them (each shard from the replica that knows the highest term).
+    /// Members and their state, and every shard's replicas, leader, term and commit index: members and
+    /// replicas from the metadata record, states from the failure detector, leaders, terms and commit
+    /// indexes as the reachable nodes report them (each shard from the replica that knows the highest
+    /// term).
     pub async fn view(&self) -> ClusterView {
-        let statuses = self.router.cluster_status(self.settings.call_timeout.min(Duration::from_secs(2))).await;
+        let timeout = self.settings.call_timeout.min(Duration::from_secs(2));
+        if self.router.meta().is_none() {
+            // The keeper may not have found it yet (a process that just started): look once, now.
+            let _ = tokio::time::timeout(timeout, crate::meta::refresh(&self.router, None)).await;
+        }
+        let meta = self.router.meta();
+        let statuses = self.router.cluster_status(timeout).await;
         let mut shards: Vec<Option<ShardView>> = vec![None; self.shard_count() as usize];
         for status in &statuses {
             for s in &status.shards {
                 let Some(slot) = shards.get_mut(s.shard as usize) else { continue };
                 let newer = slot.as_ref().is_none_or(|v| (s.term, s.commit_index) > (v.term, v.commit_index));
                 if newer {
+                    let placed = meta.as_ref().and_then(|m| m.placement.get(s.shard as usize));
                     *slot = Some(ShardView {
                         shard: s.shard,
-                        replicas: s.replicas.clone(),
+                        replicas: placed.unwrap_or(&s.replicas).clone(),
                         leader: s.leader.clone(),
                         term: s.term,
                         commit_index: s.commit_index,
@@ -435,20 +447,45 @@ impl Cluster {
                 }
             }
         }
-        let mut members = vec![];
-        if self.router.local.is_some() {
-            members.push(MemberView {
-                id: self.settings.node_id.clone(),
-                state: "up",
-                addr: self.settings.addr.clone(),
-            });
-        }
-        if let Some(remote) = &self.router.remote {
-            members.extend(remote.peers().into_iter().map(|p| MemberView { id: p.id, state: p.state, addr: p.addr }));
-        }
+        let peers = self.router.remote.as_ref().map(|r| r.peers()).unwrap_or_default();
+        let is_me = |id: &str| self.router.local.is_some() && id == self.settings.node_id;
+        let members = match &meta {
+            Some(meta) => meta
+                .members
+                .iter()
+                .map(|m| {
+                    let state = if is_me(&m.id) {
+                        "up"
+                    } else {
+                        // A member the failure detector has never heard of is not reachable from here.
+                        peers.iter().find(|p| p.id == m.id).map_or("down", |p| p.state)
+                    };
+                    // Alone, a node has no transport: its HTTP address is how it is reached (API.md).
+                    let addr = if is_me(&m.id) && self.router.remote.is_none() {
+                        self.settings.addr.clone()
+                    } else {
+                        m.addr.clone()
+                    };
+                    MemberView { id: m.id.clone(), state, addr }
+                })
+                .collect(),
+            None => {
+                let mut members = vec![];
+                if self.router.local.is_some() {
+                    members.push(MemberView {
+                        id: self.settings.node_id.clone(),
+                        state: "up",
+                        addr: self.settings.addr.clone(),
+                    });
+                }
+                members.extend(peers.into_iter().map(|p| MemberView { id: p.id, state: p.state, addr: p.addr }));
+                members
+            }
+        };
         ClusterView {
             node_id: self.settings.node_id.clone(),
             shard_count: self.shard_count(),
+            meta_version: meta.as_ref().map_or(0, |m| m.version),
             members,
             shards: shards.into_iter().flatten().collect(),
         }

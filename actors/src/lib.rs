@@ -8,6 +8,7 @@
 //! - `entity`: the generic entity actor and the user, order and email kinds.
 //! - `store`: sled, the group committer, and the `ShardLog` seam (command → log entry → apply).
 //! - `raft`: the other `ShardLog`: each shard's log as an openraft group, durable through the committer.
+//! - `meta`: the cluster's members and shard placement, one record kept by the metadata raft group.
 //! - `model`, `validate`: records, views, request rules. `codec`: versioned record encoding.
 //! - `security`: argon2id passwords and session tokens. `ids`: ids, key → shard, time.
 //! - `metrics`: Prometheus metrics of actors and storage.
@@ -27,6 +28,7 @@ mod codec;
 mod entity;
 mod error;
 mod ids;
+mod meta;
 pub mod metrics;
 mod model;
 mod node;
@@ -45,10 +47,12 @@ pub use cluster::{
 };
 pub use error::{ApiError, FieldError, StoreError};
 pub use ids::{new_id, now_millis, rfc3339, shard_of, ShardId};
+pub use meta::{ClusterMeta, MemberRecord, MetaAnswer, META_KEY};
 pub use model::{NewSession, OrderAction, OrderPage, OrderView, SessionView, UserView};
 pub use protocol::{NodeStatus, Request, ShardCall, ShardStatus};
 pub use raft::{
     node_id_of, placement, GroupStatus, NoTransport, NodeId, RaftLog, RaftSettings, RaftStartError, RaftTransport,
+    META_REPLICATION,
 };
 pub use start::{start_gateway, start_node, GatewayHandle, NodeHandle, StartError};
 pub use store::{LocalLog, LogEntry, Op, ShardLog, Store};

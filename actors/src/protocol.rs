@@ -62,6 +62,8 @@ pub enum Request {
     Status,
     /// A raft message for one of this node's shard groups (opaque here).
     Raft(Vec<u8>),
+    /// The newest cluster metadata record the node has (`crate::meta::MetaAnswer`).
+    Meta,
 }
 
 /// The answer to [`Request::Shard`].
@@ -109,6 +111,9 @@ mod tests {
             shards: vec![ShardStatus { shard: 1, replicas: vec!["n".into()], leader: None, term: 3, commit_index: 9 }],
         };
         assert_eq!(codec::decode::<NodeStatus>(b"s", &codec::encode(&status)).expect("decodes"), status);
+        // Variants are appended, never reordered: their index is what travels.
+        assert_eq!(codec::encode(&Request::Status), vec![codec::RECORD_V1, 1]);
+        assert_eq!(codec::encode(&Request::Meta), vec![codec::RECORD_V1, 3]);
     }
 
     #[test]

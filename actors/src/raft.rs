@@ -19,6 +19,10 @@
 //!   and [`RaftLog::handle_rpc`]'s inbound side.
 //! - `settings`: [`RaftSettings`] and the openraft configuration of every group.
 //! - `metrics`: `playground_raft_*`.
+//!
+//! Besides the shard groups, every cluster has one metadata group (`crate::meta`), id `shard_count`, on
+//! [`META_REPLICATION`] nodes: the same machinery (log store, state machine, proposer) over the store's
+//! `meta` tree. It has no shard actor and no entities; `crate::meta` reads and writes its one record.
 
 mod leadership;
 mod log_store;
@@ -57,6 +61,10 @@ use state_machine::StateMachine;
 pub use network::{NoTransport, RaftTransport};
 pub use placement::{node_id_of, placement};
 pub use settings::RaftSettings;
+
+/// Replicas of the metadata group (fewer when the cluster has fewer members), whatever the shards'
+/// replication factor: it must survive what the shards survive, and three is enough for that.
+pub const META_REPLICATION: usize = 3;
 
 /// A member of a shard group: [`node_id_of`] its name. Node ids are per cluster, not per shard: the
 /// same node id takes part in many groups.
@@ -137,13 +145,16 @@ struct Group {
 /// The [`ShardLog`] whose shards are openraft groups.
 pub struct RaftLog {
     node: String,
-    /// Indexed by shard; `None` for the shards this node does not replicate.
+    /// Indexed by group id: the shards, then the metadata group (id `shard_count`); `None` for the groups
+    /// this node does not replicate.
     groups: Vec<Option<Group>>,
+    shard_count: u32,
     alive: Mutex<Option<(Alive, mpsc::Receiver<()>)>>,
 }
 
 impl RaftLog {
-    /// Starts a group for every shard this node replicates, all at once, and returns when each has
+    /// Starts a group for every shard this node replicates, and the metadata group when this node is one
+    /// of its [`META_REPLICATION`] replicas, all at once, and returns when each has
     /// started; it does not wait for elections (peers may not be up yet: see [`RaftLog::all_have_leaders`]),
     /// except that a group whose only replica is this node elects itself first. A group that has never
     /// run is initialized with its whole replica set by its first replica; the others wait to be
@@ -164,8 +175,12 @@ impl RaftLog {
         }
         let (tx, rx) = mpsc::channel(1);
         let alive = Alive { _held: tx };
-        let starts = (0..store.shard_count()).map(|shard| {
-            let replicas = placement(shard, &members, settings.replication_factor);
+        let shard_count = store.shard_count();
+        // The metadata group is placed like one more shard, by the same rule, so every node agrees on
+        // its replicas without having to read anything first.
+        let starts = (0..=shard_count).map(|shard| {
+            let rf = if shard == shard_count { META_REPLICATION } else { settings.replication_factor };
+            let replicas = placement(shard, &members, rf);
             let (store, settings, alive) = (store.clone(), &settings, alive.clone());
             async move {
                 if replicas.contains(&settings.node) {
@@ -176,7 +191,7 @@ impl RaftLog {
             }
         });
         let groups = futures::future::try_join_all(starts).await?;
-        Ok(Arc::new(RaftLog { node: settings.node, groups, alive: Mutex::new(Some((alive, rx))) }))
+        Ok(Arc::new(RaftLog { node: settings.node, groups, shard_count, alive: Mutex::new(Some((alive, rx))) }))
     }
 
     /// Stops every group and waits until openraft has released the store, so that it can be reopened.
@@ -268,14 +283,20 @@ impl RaftLog {
         Box::pin(async move { checked?.await.map_err(|_| StoreError::Closed)? })
     }
 
-    /// Whether every group on this node knows a leader: the node's readiness.
+    /// Whether every shard group on this node knows a leader: the node's readiness. The metadata group
+    /// is left out: shards serve without it (routing falls back to the placement computed from the seeds).
     pub fn all_have_leaders(&self) -> bool {
-        self.local().all(|(_, g)| g.leadership.borrow().leader.is_some())
+        self.local().filter(|(id, _)| *id != self.shard_count).all(|(_, g)| g.leadership.borrow().leader.is_some())
     }
 
-    /// The shards this node replicates.
+    /// The shards this node replicates (not the metadata group).
     pub fn local_shards(&self) -> Vec<ShardId> {
-        self.local().map(|(shard, _)| shard).collect()
+        self.local().map(|(shard, _)| shard).filter(|shard| *shard != self.shard_count).collect()
+    }
+
+    /// The metadata group's id: `shard_count`.
+    pub fn meta_group(&self) -> ShardId {
+        self.shard_count
     }
 
     fn group(&self, shard: ShardId) -> Option<&Group> {
@@ -329,6 +350,15 @@ async fn start_group(
         .map_err(|e| raft_err(&e))?;
     let names: BTreeMap<NodeId, String> = replicas.iter().map(|r| (node_id_of(r), r.clone())).collect();
     if !raft.is_initialized().await.map_err(|e| raft_err(&e))? {
+        // Entries applied without raft (the local log) exist on this node only: replicating on top of them
+        // would leave the replicas disagreeing.
+        if replicas.len() > 1 && shard < store.shard_count() && store.applied_index(shard).unwrap_or(0) > 0 {
+            let _ = raft.shutdown().await;
+            return Err(RaftStartError::Config(format!(
+                "shard {shard}: the data directory holds data written by a one-node cluster; a replicated cluster \
+                 starts on a fresh data directory"
+            )));
+        }
         if replicas.first() == Some(&settings.node) {
             let members: BTreeMap<NodeId, BasicNode> =
                 names.iter().map(|(id, name)| (*id, BasicNode::new(name))).collect();
@@ -344,6 +374,17 @@ async fn start_group(
     } else {
         let on_disk: Vec<NodeId> =
             raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let mut placed: Vec<NodeId> = names.keys().copied().collect();
+        let mut stored = on_disk.clone();
+        placed.sort_unstable();
+        stored.sort_unstable();
+        if on_disk.contains(&me) && stored != placed {
+            let _ = raft.shutdown().await;
+            return Err(RaftStartError::Config(format!(
+                "shard {shard}: the group on disk has members {on_disk:?} but the configuration places it on \
+                 {replicas:?}: the data directory was made by a cluster with other members"
+            )));
+        }
         if !on_disk.contains(&me) {
             let _ = raft.shutdown().await;
             return Err(RaftStartError::Config(format!(

@@ -4,6 +4,9 @@
 //!   cluster transport, and hand back the [`Cluster`] handle. A one-node cluster (no seeds) runs its
 //!   log as `cluster.log` says; a cluster with seeds always replicates with raft.
 //! - [`start_gateway`]: the transport and a [`Cluster`] that routes every call to the nodes.
+//!
+//! Both run a metadata keeper (`crate::meta`): on a node it bootstraps the cluster's metadata record when
+//! the node leads the metadata group, and keeps the router's placement in step with the record.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -15,6 +18,7 @@ use ractor::{Actor, ActorRef};
 use crate::cluster::{self, Cluster, ClusterSettings, LocalShards, Peer, Remote, RemoteError, Router};
 use crate::codec;
 use crate::entity::{EntityCtx, Settings};
+use crate::meta::{self, ClusterMeta};
 use crate::node::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg, ShardTable};
 use crate::protocol::Request;
 use crate::raft::{placement, RaftLog, RaftSettings, RaftStartError, RaftTransport};
@@ -45,11 +49,15 @@ pub struct NodeHandle {
     join: tokio::task::JoinHandle<()>,
     raft: Option<Arc<RaftLog>>,
     transport: Option<Arc<Transport>>,
+    keeper: tokio::task::JoinHandle<()>,
 }
 
 impl NodeHandle {
     /// Stops every actor and waits until they are gone, so that no write is in flight afterwards.
     pub async fn stop(self) {
+        // First, so that no bootstrap write is on its way into the metadata group either.
+        self.keeper.abort();
+        let _ = self.keeper.await;
         self.supervisor.stop(Some("node stopping".into()));
         let _ = self.join.await;
         // After the entities, so that no append is still on its way into a group.
@@ -66,10 +74,13 @@ impl NodeHandle {
 pub struct GatewayHandle {
     pub cluster: Arc<Cluster>,
     transport: Arc<Transport>,
+    keeper: tokio::task::JoinHandle<()>,
 }
 
 impl GatewayHandle {
     pub async fn stop(self) {
+        self.keeper.abort();
+        let _ = self.keeper.await;
         self.transport.stop().await;
     }
 }
@@ -244,8 +255,12 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
         // Set once, here: a second set cannot happen.
         let _ = handler.ready.set((router.clone(), raft.clone()));
     }
+    // Computed alike on every node from the same seeds, so racing bootstraps would write the same record;
+    // only the metadata group's leader writes it, and only once.
+    let initial = ClusterMeta::initial(shards, rf, meta::seed_members(config));
+    let keeper = meta::spawn_keeper(router.clone(), Some(initial));
     let cluster = Arc::new(Cluster::new(cluster_settings(config), router, passwords(config)?, Tokens::new(token_key)));
-    Ok(NodeHandle { cluster, supervisor, join, raft, transport })
+    Ok(NodeHandle { cluster, supervisor, join, raft, transport, keeper })
 }
 
 /// Starts a gateway: it holds no shards and routes every call to the nodes of `cluster.seeds`.
@@ -261,6 +276,7 @@ pub async fn start_gateway(config: &Config, token_key: Vec<u8>) -> Result<Gatewa
     let replicas = (0..shards).map(|s| placement(s, &members, rf)).collect();
     let remote: Arc<dyn Remote> = Arc::new(TransportRemote(transport.clone()));
     let router = Arc::new(Router::new(config.node.id.clone(), shards, None, Some(remote), replicas));
+    let keeper = meta::spawn_keeper(router.clone(), None);
     let cluster = Arc::new(Cluster::new(cluster_settings(config), router, passwords(config)?, Tokens::new(token_key)));
-    Ok(GatewayHandle { cluster, transport })
+    Ok(GatewayHandle { cluster, transport, keeper })
 }

@@ -122,10 +122,17 @@ enum Job {
     Task(Task),
 }
 
-/// The shards' state machines on disk.
+/// The tree of the metadata group's state machine (members and placement, `crate::meta`). Named apart from
+/// the shards' trees so that it never depends on the shard count.
+const META_TREE: &str = "meta";
+
+/// The shards' state machines on disk, and the metadata group's.
 pub struct Store {
     db: sled::Db,
+    /// One tree per shard, then the metadata group's tree, so that the metadata group's id is
+    /// `shard_count` wherever a group id indexes a tree.
     trees: Vec<sled::Tree>,
+    shards: u32,
     commits: Option<mpsc::Sender<Job>>,
     committer: Option<thread::JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
@@ -143,7 +150,8 @@ impl Drop for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. The shard count is fixed when the store is created.
+    /// Opens (or creates) the store in `dir`. The shard count is fixed when the store is created; the
+    /// metadata group's tree is opened beside the shards' (created empty in a store that predates it).
     pub fn open(dir: &Path, shards: u32) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
         let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
@@ -166,7 +174,11 @@ impl Store {
                 db.flush()?;
             }
         }
-        let trees = (0..shards).map(|s| db.open_tree(format!("shard-{s}"))).collect::<Result<Vec<_>, _>>()?;
+        let trees = (0..shards)
+            .map(|s| format!("shard-{s}"))
+            .chain([META_TREE.to_owned()])
+            .map(|name| db.open_tree(name))
+            .collect::<Result<Vec<_>, _>>()?;
         let data_file = File::open(dir.join("db")).map_err(|e| StoreError::Io(format!("open sled data file: {e}")))?;
         let (tx, rx) = mpsc::channel();
         let (db2, trees2) = (db.clone(), trees.clone());
@@ -176,11 +188,17 @@ impl Store {
             .name("committer".into())
             .spawn(move || commit_loop(db2, trees2, data_file, rx, &syncs2))
             .map_err(|e| StoreError::Io(format!("spawn committer: {e}")))?;
-        Ok(Arc::new(Store { db, trees, commits: Some(tx), committer: Some(committer), syncs }))
+        Ok(Arc::new(Store { db, trees, shards, commits: Some(tx), committer: Some(committer), syncs }))
     }
 
     pub fn shard_count(&self) -> u32 {
-        self.trees.len() as u32
+        self.shards
+    }
+
+    /// The metadata group's id: the one past the last shard, which no key ever hashes to. Every group id
+    /// (the shards' and this one) indexes a state-machine tree of the store.
+    pub fn meta_group(&self) -> ShardId {
+        self.shards
     }
 
     fn tree(&self, shard: ShardId) -> &sled::Tree {

@@ -6,23 +6,32 @@
 //! requests on a fixed schedule and measure latency from each request's intended send time, so a slow
 //! server cannot hide its queueing (coordinated omission).
 //!
+//! `--topology` picks what the mixes run against: one node (`single`), a 3-node cluster behind one gateway
+//! started with `playground up` (`cluster`), or both in the same run, compared with each other and with
+//! the baseline (`both`). `playground bench failover` measures instead how long the cluster's shards stay
+//! unwritable when the node leading the most of them is killed.
+//!
 //! - `load`: the closed and open loops, and the latency histograms they fill.
 //! - `workload`: the mixes, their fixtures, and the baseline's one request.
 //! - `targets`: the baseline server and the node started as a child process.
+//! - `cluster`: the cluster started as a child process, its members and its view.
+//! - `failover`: the failover benchmark.
 //! - `report`: summaries, ratios, the stdout table, `bench.json` and `bench.md`.
 
+mod cluster;
+mod failover;
 mod load;
 mod report;
 mod targets;
 mod workload;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 
 use load::PhaseRun;
 use report::{PhaseRow, Report};
@@ -43,7 +52,14 @@ const DEFAULT_RATE_FRACTIONS: [f64; 3] = [0.25, 0.5, 0.75];
 
 /// Flags of `playground bench`.
 #[derive(Args, Clone, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Another benchmark than the load mixes.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    /// What the mixes run against: one node, a 3-node cluster behind one gateway, or both side by side.
+    #[arg(long, value_enum, default_value_t = Topology::Single)]
+    pub topology: Topology,
     /// Which mix of API calls to measure.
     #[arg(long, value_enum, default_value_t = MixArg::All)]
     pub mix: MixArg,
@@ -68,6 +84,42 @@ pub struct BenchArgs {
     pub argon2_memory_kib: Option<u32>,
 }
 
+/// The benchmarks `playground bench` runs instead of the load mixes.
+#[derive(Subcommand, Clone, Debug)]
+pub enum BenchCommand {
+    /// Kill the node leading the most shards, again and again, and time until every shard takes writes.
+    Failover(failover::FailoverArgs),
+}
+
+/// The `--topology` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Topology {
+    /// One node started by this command, serving the API itself (or `--target`).
+    Single,
+    /// Three nodes and one gateway started by this command with `playground up`.
+    Cluster,
+    /// The single node and the cluster in the same run, each mix against both.
+    Both,
+}
+
+impl Topology {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Cluster => "cluster",
+            Self::Both => "both",
+        }
+    }
+
+    fn single(self) -> bool {
+        matches!(self, Self::Single | Self::Both)
+    }
+
+    fn cluster(self) -> bool {
+        matches!(self, Self::Cluster | Self::Both)
+    }
+}
+
 /// The `--mix` choices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum MixArg {
@@ -86,7 +138,7 @@ pub enum MixArg {
 impl MixArg {
     fn kinds(self) -> Vec<Kind> {
         match self {
-            Self::All => vec![Kind::RegisterLogin, Kind::CreateOrder, Kind::GetOrder, Kind::SessionCheck],
+            Self::All => Kind::MIXES.to_vec(),
             Self::RegisterLogin => vec![Kind::RegisterLogin],
             Self::CreateOrder => vec![Kind::CreateOrder],
             Self::GetOrder => vec![Kind::GetOrder],
@@ -113,42 +165,105 @@ fn derive_rates(saturation_per_s: f64) -> Vec<f64> {
     rates
 }
 
+/// The open-loop rates of each target, given each one's saturation throughput (`knees`, in the order of
+/// the targets). With `--rates`, every target runs those. Otherwise the first target runs at fractions of
+/// its own knee, as a single-target run does; with more than one target, every target also runs at the
+/// same fractions of the lowest knee, so that all of them are compared at rates each can sustain.
+fn plan_rates(given: Option<&[f64]>, knees: &[f64]) -> Vec<Vec<f64>> {
+    if let Some(rates) = given {
+        return vec![rates.to_vec(); knees.len()];
+    }
+    if knees.len() <= 1 {
+        return knees.iter().map(|k| derive_rates(*k)).collect();
+    }
+    let lowest = knees.iter().copied().fold(f64::INFINITY, f64::min);
+    let shared = derive_rates(lowest);
+    knees
+        .iter()
+        .enumerate()
+        .map(|(i, knee)| if i == 0 { sorted_union(&[derive_rates(*knee), shared.clone()]) } else { shared.clone() })
+        .collect()
+}
+
+/// Every rate of `plans`, ascending, once.
+fn sorted_union(plans: &[Vec<f64>]) -> Vec<f64> {
+    let mut all: Vec<f64> = plans.iter().flatten().copied().collect();
+    all.sort_by(f64::total_cmp);
+    all.dedup();
+    all
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
-    // The baseline and the node each get their own runtime or process, so that none of them shares the
-    // client's scheduler; all of them still share this machine's cores, which the report says.
+    if let Some(BenchCommand::Failover(failover)) = args.command {
+        return failover::run(failover);
+    }
+    if args.target.is_some() && args.topology != Topology::Single {
+        bail!("--target measures a gateway that is already running; it goes only with --topology single");
+    }
+    // The baseline and the products each get their own runtime or processes, so that none of them shares
+    // the client's scheduler; all of them still share this machine's cores, which the report says.
     let baseline = targets::Baseline::start()?;
-    let node = match &args.target {
-        Some(_) => None,
-        None => Some(targets::NodeProcess::start(args.argon2_memory_kib)?),
+    let node = match (&args.target, args.topology.single()) {
+        (None, true) => Some(targets::NodeProcess::start(args.argon2_memory_kib)?),
+        _ => None,
     };
-    let target_url = match (&args.target, &node) {
-        (Some(url), _) => url.trim_end_matches('/').to_owned(),
-        (None, Some(node)) => node.url().to_owned(),
-        (None, None) => bail!("no target: neither --target nor a started node"),
+    let cluster = match args.topology.cluster() {
+        true => Some(cluster::ClusterProcess::start(args.argon2_memory_kib, None)?),
+        false => None,
     };
+    let mut products: Vec<(&'static str, String)> = Vec::new();
+    let mut described: Vec<String> = Vec::new();
+    match (&args.target, &node) {
+        (Some(url), _) => {
+            products.push((report::SINGLE, url.trim_end_matches('/').to_owned()));
+            described.push(url.clone());
+        }
+        (None, Some(node)) => {
+            products.push((report::SINGLE, node.url().to_owned()));
+            described.push("started node".to_owned());
+        }
+        (None, None) => {}
+    }
+    if let Some(cluster) = &cluster {
+        products.push((report::CLUSTER, cluster.url().to_owned()));
+        described.push(format!("started cluster ({} nodes, 1 gateway)", cluster::NODES));
+    }
+    if products.is_empty() {
+        bail!("no target: neither --target nor a started node or cluster");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bench-client")
         .build()
         .context("start the client runtime")?;
-    let report = runtime.block_on(measure(&args, baseline.url(), &target_url))?;
+    let report = runtime.block_on(measure(&args, baseline.url(), &products, described.join(" and ")))?;
     // The client's connections go before the servers, so neither side sees the other vanish mid-request.
     drop(runtime);
+    drop(cluster);
     drop(node);
     drop(baseline);
+    write_report(&report, &args.out)
+}
 
+/// Prints the report and writes `bench.json` and `bench.md` into `out`.
+fn write_report(report: &Report, out: &Path) -> Result<()> {
     print!("{}", report.to_text());
-    std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
-    let json_path = args.out.join("bench.json");
-    let json = serde_json::to_string_pretty(&report).context("serialise the report")?;
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let json_path = out.join("bench.json");
+    let json = serde_json::to_string_pretty(report).context("serialise the report")?;
     std::fs::write(&json_path, json + "\n").with_context(|| format!("write {}", json_path.display()))?;
-    let md_path = args.out.join("bench.md");
+    let md_path = out.join("bench.md");
     std::fs::write(&md_path, report.to_markdown()).with_context(|| format!("write {}", md_path.display()))?;
     println!("\nwrote {} and {}", json_path.display(), md_path.display());
     Ok(())
 }
 
-async fn measure(args: &BenchArgs, baseline_url: &str, target_url: &str) -> Result<Report> {
+async fn measure(
+    args: &BenchArgs,
+    baseline_url: &str,
+    products: &[(&'static str, String)],
+    described: String,
+) -> Result<Report> {
     let connections = usize::try_from(args.connections).context("--connections")?;
     let max_outstanding = connections * OUTSTANDING_PER_CONNECTION;
     let duration = Duration::from_secs(args.duration);
@@ -158,38 +273,56 @@ async fn measure(args: &BenchArgs, baseline_url: &str, target_url: &str) -> Resu
         .tcp_nodelay(true)
         .build()
         .context("build the HTTP client")?;
-    targets::wait_ready(&client, target_url).await?;
+    for (_, url) in products {
+        targets::wait_ready(&client, url).await?;
+    }
 
-    let mut report = Report::new(args, target_url, max_outstanding);
+    let mut report = Report::new(args, args.topology.name(), described, max_outstanding);
     let hello = Arc::new(Workload::new(Kind::Hello, client.clone(), baseline_url, Fixtures::default()));
     let mut baseline_at: HashMap<u64, PhaseRow> = HashMap::new();
 
     let kinds = args.mix.kinds();
-    let fixtures = Fixtures::create(&client, target_url, &kinds, POOL_USERS, ORDERS_PER_USER).await?;
+    let mut fixtures = Vec::new();
+    for (label, url) in products {
+        eprintln!("bench: fixtures on the {label}…");
+        fixtures.push(Fixtures::create(&client, url, &kinds, POOL_USERS, ORDERS_PER_USER).await?);
+    }
     for kind in kinds {
-        let mix = Arc::new(Workload::new(kind, client.clone(), target_url, fixtures.clone()));
+        let mixes: Vec<(&'static str, Arc<Workload>)> = products
+            .iter()
+            .zip(&fixtures)
+            .map(|((label, url), f)| (*label, Arc::new(Workload::new(kind, client.clone(), url, f.clone()))))
+            .collect();
         // On a shared machine capacity drifts over minutes: each mix's knee is compared with a baseline
         // knee measured just before it, not with one from the start of the run.
-        let baseline_sat = saturate(&hello, connections, duration).await;
+        let baseline_sat = saturate(report::BASELINE, &hello, connections, duration).await;
         report.phases.push(PhaseRow::new(report::BASELINE, Kind::Hello.name(), &baseline_sat));
-        let sat = saturate(&mix, connections, duration).await;
-        let sat_row = PhaseRow::new(report::PRODUCT, kind.name(), &sat);
-        let rates = args.rates.clone().unwrap_or_else(|| derive_rates(sat_row.achieved_per_s));
-        if rates.is_empty() {
-            eprintln!("bench: {}: nothing succeeded at saturation, so no open-loop rates to derive", kind.name());
+        let mut knees = Vec::new();
+        for (label, mix) in &mixes {
+            let sat = saturate(label, mix, connections, duration).await;
+            let row = PhaseRow::new(label, kind.name(), &sat);
+            knees.push(row.achieved_per_s);
+            report.phases.push(row);
         }
-        report.phases.push(sat_row);
-        for rate in rates {
-            let run = announce(
-                kind.name(),
-                &format!("open {rate}/s"),
-                load::open_loop(&mix, rate, duration, max_outstanding),
-            )
-            .await;
-            report.phases.push(PhaseRow::new(report::PRODUCT, kind.name(), &run));
+        let plan = plan_rates(args.rates.as_deref(), &knees);
+        for ((label, _), rates) in mixes.iter().zip(&plan) {
+            if rates.is_empty() {
+                eprintln!("bench: {label}: {}: nothing succeeded at saturation, so no open-loop rates", kind.name());
+            }
+        }
+        for rate in sorted_union(&plan) {
+            for ((label, mix), rates) in mixes.iter().zip(&plan) {
+                if !rates.contains(&rate) {
+                    continue;
+                }
+                let phase = format!("open {rate}/s");
+                let run = announce(label, kind.name(), &phase, load::open_loop(mix, rate, duration, max_outstanding));
+                report.phases.push(PhaseRow::new(label, kind.name(), &run.await));
+            }
             // The same rate's baseline runs right after, under the same machine conditions, once per rate.
             if let std::collections::hash_map::Entry::Vacant(slot) = baseline_at.entry(rate.to_bits()) {
                 let run = announce(
+                    report::BASELINE,
                     Kind::Hello.name(),
                     &format!("open {rate}/s"),
                     load::open_loop(&hello, rate, duration, max_outstanding),
@@ -205,17 +338,17 @@ async fn measure(args: &BenchArgs, baseline_url: &str, target_url: &str) -> Resu
     Ok(report)
 }
 
-async fn saturate(workload: &Arc<Workload>, connections: usize, duration: Duration) -> PhaseRun {
+async fn saturate(target: &str, workload: &Arc<Workload>, connections: usize, duration: Duration) -> PhaseRun {
     let name = workload.kind().name();
-    announce(name, "warm-up", load::closed_loop(workload, connections, WARM_UP)).await;
-    announce(name, "saturation", load::closed_loop(workload, connections, duration)).await
+    announce(target, name, "warm-up", load::closed_loop(workload, connections, WARM_UP)).await;
+    announce(target, name, "saturation", load::closed_loop(workload, connections, duration)).await
 }
 
-async fn announce(mix: &str, phase: &str, run: impl std::future::Future<Output = PhaseRun>) -> PhaseRun {
-    eprintln!("bench: {mix}: {phase}…");
+async fn announce(target: &str, mix: &str, phase: &str, run: impl std::future::Future<Output = PhaseRun>) -> PhaseRun {
+    eprintln!("bench: {target}: {mix}: {phase}…");
     let run = run.await;
     eprintln!(
-        "bench: {mix}: {phase}: {:.0} ok/s, {} errors, {} dropped",
+        "bench: {target}: {mix}: {phase}: {:.0} ok/s, {} errors, {} dropped",
         run.achieved_per_s(),
         run.tally.error_count(),
         run.tally.dropped
@@ -250,6 +383,7 @@ mod tests {
         assert_eq!(a.out, PathBuf::from("./bench-results"));
         assert_eq!(a.target, None);
         assert_eq!(a.argon2_memory_kib, None);
+        assert_eq!((a.topology, a.command.is_none()), (Topology::Single, true));
     }
 
     #[test]
@@ -287,6 +421,39 @@ mod tests {
         assert!(parse(&["--connections", "0"]).is_err());
         // The memory setting only reaches a node this command starts.
         assert!(parse(&["--target", "http://127.0.0.1:1", "--argon2-memory-kib", "1024"]).is_err());
+        assert!(run(parse(&["--target", "http://127.0.0.1:1", "--topology", "both"]).unwrap()).is_err());
+    }
+
+    #[test]
+    fn topologies_and_the_failover_command_parse() {
+        assert_eq!(parse(&[]).unwrap().topology, Topology::Single);
+        let both = parse(&["--topology", "both", "--duration", "5"]).unwrap();
+        assert!(both.topology.single() && both.topology.cluster() && both.command.is_none());
+        let cluster = parse(&["--topology", "cluster"]).unwrap().topology;
+        assert!(cluster.cluster() && !cluster.single());
+        assert!(parse(&["--topology", "ring"]).is_err());
+        let Some(BenchCommand::Failover(f)) = parse(&["failover", "--kills", "5"]).unwrap().command else {
+            panic!("failover is a subcommand");
+        };
+        assert_eq!((f.kills, f.shards), (5, 64));
+        // The load flags do not reach the failover benchmark; giving both is refused, not ignored.
+        assert!(parse(&["--duration", "5", "failover"]).is_err());
+    }
+
+    #[test]
+    fn rates_are_planned_per_target() {
+        // One target: fractions of its own knee.
+        assert_eq!(plan_rates(None, &[1000.0]), vec![vec![250.0, 500.0, 750.0]]);
+        // Two: the first keeps its own, and both run at fractions of the lower knee.
+        assert_eq!(
+            plan_rates(None, &[1000.0, 400.0]),
+            vec![vec![100.0, 200.0, 250.0, 300.0, 500.0, 750.0], vec![100.0, 200.0, 300.0]]
+        );
+        assert_eq!(plan_rates(None, &[400.0, 1000.0]), vec![vec![100.0, 200.0, 300.0], vec![100.0, 200.0, 300.0]]);
+        // A target where nothing succeeded leaves no shared rates, and the first keeps its own.
+        assert_eq!(plan_rates(None, &[1000.0, 0.0]), vec![vec![250.0, 500.0, 750.0], vec![]]);
+        assert_eq!(plan_rates(Some(&[50.0, 10.0]), &[1000.0, 400.0]), vec![vec![50.0, 10.0]; 2]);
+        assert_eq!(sorted_union(&[vec![3.0, 1.0], vec![2.0, 3.0]]), vec![1.0, 2.0, 3.0]);
     }
 
     #[test]

@@ -56,6 +56,8 @@ async fn operations_endpoints_answer() {
     let body = view.json();
     assert_eq!(body["shard_count"], 16);
     assert_eq!(body["members"][0]["state"], "up");
+    assert!(body["meta_version"].as_u64() >= Some(1), "a one-node cluster has its metadata record too: {body}");
+    assert_eq!(body["members"].as_array().map(Vec::len), Some(1));
     let shards = body["shards"].as_array().expect("shards");
     assert_eq!(shards.len(), 16);
     assert!(shards.iter().all(|s| s["leader"] == body["node_id"] && s["replicas"].as_array().map(Vec::len) == Some(1)));

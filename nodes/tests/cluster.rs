@@ -74,6 +74,19 @@ async fn the_api_works_through_both_gateways() {
     }
     let leaders: HashSet<&str> = shards.iter().filter_map(|s| s["leader"].as_str()).collect();
     assert_eq!(leaders.len(), 3, "leaders are spread over every node: {leaders:?}");
+
+    // Members and placement come from the metadata group's record, bootstrapped from the seeds.
+    assert!(view["meta_version"].as_u64() >= Some(1), "a metadata record is known: {}", view["meta_version"]);
+    let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
+    for s in shards {
+        let shard = s["shard"].as_u64().expect("shard") as u32;
+        let replicas: Vec<&str> =
+            s["replicas"].as_array().expect("replicas").iter().filter_map(|r| r.as_str()).collect();
+        assert_eq!(replicas, actors::placement(shard, &names, 3), "shard {shard} is placed as the record says");
+        assert_eq!(replicas.iter().collect::<HashSet<_>>().len(), 3, "three distinct nodes: {replicas:?}");
+    }
+    let other = g2.get("/v1/cluster", Some(ADMIN_TOKEN)).await.expect("view").json();
+    assert_eq!(other["meta_version"], view["meta_version"], "both gateways read the same record");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,6 +230,7 @@ async fn a_frozen_node_is_detected_fails_over_and_serves_nothing_stale() {
     let victim = busiest_leader(&g).await;
     let victim_api = c.node(victim);
     c.freeze(victim).expect("SIGSTOP");
+    let frozen_at = Instant::now();
     let name = format!("node-{}", victim + 1);
     eventually(Duration::from_secs(5), "the frozen node is marked down", || async {
         let view = g.get("/v1/cluster", Some(ADMIN_TOKEN)).await.ok()?.json();
@@ -234,6 +248,14 @@ async fn a_frozen_node_is_detected_fails_over_and_serves_nothing_stale() {
         .expect("failover");
         assert_eq!(paid.json()["status"], "paid");
     }
+    // The node stays frozen for 10 s while the cluster keeps taking writes.
+    let mut during = 0;
+    while frozen_at.elapsed() < Duration::from_secs(10) {
+        let r = g.create_order(&token, "DURING", None).await.expect("create");
+        assert_eq!(r.status, 201, "writes keep succeeding while a node is frozen: {}", r.text);
+        during += 1;
+    }
+    assert!(during > 0);
     c.thaw(victim).expect("SIGCONT");
     // Straight after the thaw the old leader answers only what is current, or nothing.
     for id in &orders {

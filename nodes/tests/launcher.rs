@@ -83,3 +83,31 @@ fn bad_flags_files_and_fields_are_named() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("PLAYGROUND_HTTP") && text.contains("precedence"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_cluster_refuses_a_data_dir_written_by_one_node() {
+    let mut single = simulations::TestCluster::start(BIN.as_ref(), &[]).expect("node starts");
+    let api = Api::new(&single.node.url);
+    api.signup("alone@example.com").await.expect("signup");
+    assert!(single.node.terminate(Duration::from_secs(30)).expect("stop").success());
+    let dir = single.data_dir().to_owned();
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+        })
+        .collect();
+    let config = dir.join("clustered.toml");
+    std::fs::write(&config, format!(
+        "[node]\nid = \"node-1\"\nhttp = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[cluster]\nlisten = \"127.0.0.1:{}\"\nseeds = [\"node-1@127.0.0.1:{}\", \"node-2@127.0.0.1:{}\", \"node-3@127.0.0.1:{}\"]\ncookie = \"a-cookie-of-sixteen-chars\"\n\n[security]\ntoken_key = \"a-token-key-of-at-least-32-bytes-long\"\n",
+        dir.display(), ports[0], ports[0], ports[1], ports[2]
+    )).expect("write config");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN).args(["node", "--config"]).arg(&config).env("RUST_LOG", "error").output()
+    })
+    .await
+    .expect("join")
+    .expect("run");
+    assert!(!out.status.success(), "the node must refuse to start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fresh data directory"), "{err}");
+}

@@ -12,6 +12,7 @@ use crate::codec;
 use crate::entity::Reply;
 use crate::error::{ApiError, StoreError};
 use crate::ids::ShardId;
+use crate::meta::{self, ClusterMeta};
 use crate::node::ShardTable;
 use crate::protocol::{NodeStatus, Request, ShardAnswer, ShardCall};
 use crate::shard::ShardMsg;
@@ -60,8 +61,14 @@ pub struct Router {
     pub shard_count: u32,
     pub local: Option<LocalShards>,
     pub remote: Option<Arc<dyn Remote>>,
-    /// The replicas of every shard as placed at bootstrap: where to look when no leader is known.
-    pub replicas: Vec<Vec<String>>,
+    /// The replicas of every shard: where to look when no leader is known. The metadata record's
+    /// placement once known; until then, the placement computed from the seeds.
+    replicas: RwLock<Arc<Vec<Vec<String>>>>,
+    /// The newest metadata record seen (`crate::meta`).
+    meta: RwLock<Option<Arc<ClusterMeta>>>,
+    /// Notified when a call has tried every replica it knew of a shard: the placement it routes by may be
+    /// out of date, so the metadata keeper looks again soon.
+    pub meta_stale: tokio::sync::Notify,
     /// The last leader each shard was seen with.
     hints: Vec<RwLock<Option<String>>>,
 }
@@ -75,7 +82,50 @@ impl Router {
         replicas: Vec<Vec<String>>,
     ) -> Self {
         let hints = (0..shard_count).map(|_| RwLock::new(None)).collect();
-        Router { me, shard_count, local, remote, replicas, hints }
+        Router {
+            me,
+            shard_count,
+            local,
+            remote,
+            replicas: RwLock::new(Arc::new(replicas)),
+            meta: RwLock::new(None),
+            meta_stale: tokio::sync::Notify::new(),
+            hints,
+        }
+    }
+
+    /// The replicas of `shard` routing goes by, preferred leader first.
+    pub fn replicas(&self, shard: ShardId) -> Vec<String> {
+        self.replicas.read().ok().and_then(|r| r.get(shard as usize).cloned()).unwrap_or_default()
+    }
+
+    /// The newest metadata record seen, if any.
+    pub fn meta(&self) -> Option<Arc<ClusterMeta>> {
+        self.meta.read().ok().and_then(|m| m.clone())
+    }
+
+    /// Takes `meta` if it is newer than the record held and fits this cluster's shard count, and routes by
+    /// its placement from then on; returns whether it was taken. An older record (from a replica that
+    /// lags) is ignored, so the record only moves forward.
+    pub fn offer_meta(&self, meta: ClusterMeta) -> bool {
+        if !meta.fits(self.shard_count) {
+            tracing::warn!(
+                version = meta.version,
+                shards = meta.shard_count,
+                "cluster metadata of another shape ignored"
+            );
+            return false;
+        }
+        let Ok(mut held) = self.meta.write() else { return false };
+        if held.as_ref().is_some_and(|h| h.version >= meta.version) {
+            return false;
+        }
+        if let Ok(mut replicas) = self.replicas.write() {
+            *replicas = Arc::new(meta.placement.clone());
+        }
+        tracing::info!(version = meta.version, members = meta.members.len(), "cluster metadata");
+        *held = Some(Arc::new(meta));
+        true
     }
 
     fn is_down(&self, node: &str) -> bool {
@@ -106,8 +156,7 @@ impl Router {
         if let Some(h) = hinted.filter(usable) {
             return Some(h);
         }
-        let replicas = self.replicas.get(shard as usize)?;
-        replicas.iter().find(|n| usable(n)).cloned()
+        self.replicas(shard).into_iter().find(|n| usable(n))
     }
 
     /// Runs `call` on the shard's leader, wherever it is.
@@ -127,8 +176,10 @@ impl Router {
                 break;
             }
             let Some(target) = self.target(shard, &tried) else {
-                // Every replica was tried: an election may be under way. Start over after a pause.
+                // Every replica was tried: an election may be under way, or the replicas moved. Start over
+                // after a pause, and have the placement looked up again.
                 tried.clear();
+                self.meta_stale.notify_one();
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1)).min(left)).await;
                 continue;
             };
@@ -285,6 +336,7 @@ pub fn answer(router: Arc<Router>, raft: Option<RaftHandler>, payload: Vec<u8>) 
                 codec::encode(&answer)
             }
             Ok(Request::Status) => codec::encode(&router.local_status()),
+            Ok(Request::Meta) => codec::encode(&meta::answer(&router)),
             Ok(Request::Raft(bytes)) => match &raft {
                 Some(handle) => handle(bytes).await,
                 None => vec![],

@@ -24,6 +24,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The mixes, in the order `--mix all` runs them.
+    pub const MIXES: [Kind; 4] = [Kind::RegisterLogin, Kind::CreateOrder, Kind::GetOrder, Kind::SessionCheck];
+
+    /// The mix whose `name` this is.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::MIXES.into_iter().chain([Self::Hello]).find(|k| k.name() == name)
+    }
+
+    /// `read` for the mixes that only read, `write` for those that make durable changes.
+    pub fn class(self) -> &'static str {
+        match self {
+            Self::Hello | Self::GetOrder | Self::SessionCheck => "read",
+            Self::RegisterLogin | Self::CreateOrder => "write",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Hello => "hello",
@@ -95,7 +111,7 @@ impl Fixtures {
             eprintln!("bench: fixtures: creating {} orders…", users * orders_per_user);
             orders = futures::stream::iter(tokens.iter().flat_map(|t| std::iter::repeat_n(t, orders_per_user)))
                 .map(|token| async move {
-                    let body = create_order(client, base, token).await.map_err(|e| anyhow!("{e}"))?;
+                    let body = create_order(client, base, token, None).await.map_err(|e| anyhow!("{e}"))?;
                     let id = serde_json::from_slice::<Value>(&body)
                         .ok()
                         .and_then(|v| v["id"].as_str().map(str::to_owned))
@@ -141,7 +157,7 @@ impl Workload {
                 let email = format!("{}-{n}@bench.example", self.prefix);
                 register_and_login(client, base, &email).await.map(drop)
             }
-            Kind::CreateOrder => create_order(client, base, pick(&self.fixtures.tokens, seq)?).await.map(drop),
+            Kind::CreateOrder => create_order(client, base, pick(&self.fixtures.tokens, seq)?, None).await.map(drop),
             Kind::GetOrder => {
                 let (token, url) = pick(&self.fixtures.orders, seq)?;
                 exchange("get-order", client.get(url).bearer_auth(token), StatusCode::OK).await.map(drop)
@@ -171,15 +187,48 @@ fn run_prefix() -> String {
 
 /// Registers `email` and logs it in; returns the session token when the answer had one.
 async fn register_and_login(client: &Client, base: &str, email: &str) -> Result<Option<String>, OpError> {
-    let user = json!({"email": email, "name": "Bench User", "password": PASSWORD});
-    exchange("register", client.post(format!("{base}/v1/users")).json(&user), StatusCode::CREATED).await?;
-    let login = json!({"email": email, "password": PASSWORD});
-    let body = exchange("login", client.post(format!("{base}/v1/sessions")).json(&login), StatusCode::CREATED).await?;
-    let token = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["token"].as_str().map(str::to_owned));
-    Ok(token)
+    signup(client, base, email).await.map(|(_, token)| token)
 }
 
-async fn create_order(client: &Client, base: &str, token: &str) -> Result<bytes::Bytes, OpError> {
+/// Registers `email` and logs it in; returns the new user's id and the session token, each when the
+/// answer had one.
+async fn signup(client: &Client, base: &str, email: &str) -> Result<(Option<String>, Option<String>), OpError> {
+    let user = json!({"email": email, "name": "Bench User", "password": PASSWORD});
+    let body = exchange("register", client.post(format!("{base}/v1/users")).json(&user), StatusCode::CREATED).await?;
+    let id = json_str(&body, "id");
+    let login = json!({"email": email, "password": PASSWORD});
+    let body = exchange("login", client.post(format!("{base}/v1/sessions")).json(&login), StatusCode::CREATED).await?;
+    Ok((id, json_str(&body, "token")))
+}
+
+fn json_str(body: &[u8], field: &str) -> Option<String> {
+    serde_json::from_slice::<Value>(body).ok().and_then(|v| v[field].as_str().map(str::to_owned))
+}
+
+/// A signed-in user: the id that places it on a shard, and its session token.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    pub id: String,
+    pub token: String,
+}
+
+/// Registers a fresh user with a run-unique email and logs it in.
+pub async fn sign_up_fresh(client: &Client, base: &str, tag: &str, n: usize) -> Result<SignedIn> {
+    let email = format!("{}-{tag}-{n}@bench.example", run_prefix());
+    let (id, token) = signup(client, base, &email).await.map_err(|e| anyhow!("sign up {email}: {e}"))?;
+    match (id, token) {
+        (Some(id), Some(token)) => Ok(SignedIn { id, token }),
+        _ => Err(anyhow!("sign up {email}: the answers lack the user's id or the session token")),
+    }
+}
+
+/// Creates an order for the user of `token`; `key`, when given, is sent as its `Idempotency-Key`.
+pub async fn create_order(
+    client: &Client,
+    base: &str,
+    token: &str,
+    key: Option<&str>,
+) -> Result<bytes::Bytes, OpError> {
     let items = {
         use rand::Rng;
         let mut rng = rand::thread_rng();
@@ -193,7 +242,10 @@ async fn create_order(client: &Client, base: &str, token: &str) -> Result<bytes:
             })
             .collect::<Vec<_>>()
     };
-    let req = client.post(format!("{base}/v1/orders")).bearer_auth(token).json(&json!({ "items": items }));
+    let mut req = client.post(format!("{base}/v1/orders")).bearer_auth(token).json(&json!({ "items": items }));
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
     exchange("create-order", req, StatusCode::CREATED).await
 }
 
@@ -227,6 +279,20 @@ mod tests {
         let picked: Vec<_> = (0..5).map(|s| *pick(&pool, s).unwrap()).collect();
         assert_eq!(picked, ["a", "b", "c", "a", "b"]);
         assert!(pick::<&str>(&[], 0).is_err());
+    }
+
+    #[test]
+    fn mixes_are_named_and_classed() {
+        for kind in Kind::MIXES {
+            assert_eq!(Kind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(Kind::from_name("nothing"), None);
+        let reads: Vec<_> = Kind::MIXES.into_iter().filter(|k| k.class() == "read").map(Kind::name).collect();
+        assert_eq!(reads, ["get-order", "session-check"]);
+        assert_eq!(Kind::CreateOrder.class(), "write");
+        assert_eq!(json_str(br#"{"id":"01H","n":1}"#, "id").as_deref(), Some("01H"));
+        assert_eq!(json_str(br#"{"n":1}"#, "id"), None);
+        assert_eq!(json_str(b"not json", "id"), None);
     }
 
     #[test]

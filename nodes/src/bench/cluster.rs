@@ -1,0 +1,363 @@
+//! A replicated cluster on this machine, started the way a user starts one: this binary's
+//! `up --nodes 3 --gateways 1` on a fresh data folder. The guard stops it with SIGTERM to the launcher
+//! (which stops its children) and deletes the folder, on success and on error alike.
+//!
+//! Also what the failover benchmark needs to see inside it: which process is which member (the
+//! launcher's children, named by the folder of their `--config`), and the cluster view.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Deserialize;
+
+/// Node processes of the measured cluster: the smallest that keeps every shard writable when one dies.
+pub const NODES: usize = 3;
+/// Three nodes open every shard and elect its leaders before the gateway is ready; a busy machine is slow.
+const STARTUP_LIMIT: Duration = Duration::from_secs(90);
+/// The launcher stops the gateway, then the nodes, each with up to 15 s of grace.
+const STOP_LIMIT: Duration = Duration::from_secs(45);
+/// How much of the cluster's log an error quotes.
+const LOG_TAIL_BYTES: u64 = 4096;
+
+/// The last time a member's process announced its HTTP address, and how many times it has so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listening {
+    pub generation: u64,
+    pub url: String,
+}
+
+/// `playground up --nodes 3 --gateways 1` on 127.0.0.1:0 and a fresh temporary folder.
+pub struct ClusterProcess {
+    child: Child,
+    dir: PathBuf,
+    url: String,
+    admin_token: String,
+    listening: Arc<Mutex<HashMap<String, Listening>>>,
+}
+
+impl ClusterProcess {
+    /// Starts the cluster and returns once its gateway listens; `/readyz` is the caller's to wait for.
+    /// `shards` overrides the product's shard count, `argon2_memory_kib` its password hashing memory.
+    pub fn start(argon2_memory_kib: Option<u32>, shards: Option<u32>) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "playground-bench-cluster-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let child = match spawn(&dir, argon2_memory_kib, shards) {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        // From here on the guard owns the launcher and the folder, so every error below cleans both up.
+        let listening = Arc::new(Mutex::new(HashMap::new()));
+        let mut cluster = Self { child, dir, url: String::new(), admin_token: String::new(), listening };
+        let stdout = cluster.child.stdout.take().context("the launcher's stdout was not piped")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let seen = Arc::clone(&cluster.listening);
+        std::thread::spawn(move || {
+            let mut ready = Some(tx);
+            // Keep reading until the launcher exits, so it never blocks on a full pipe.
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some((name, url)) = parse_listening(&line) {
+                    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                    let entry = seen.entry(name.to_owned()).or_insert(Listening { generation: 0, url: String::new() });
+                    entry.generation += 1;
+                    entry.url = url.to_owned();
+                }
+                if let Some(url) = parse_gateway_ready(&line) {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(url.to_owned());
+                    }
+                }
+            }
+        });
+        let url = match rx.recv_timeout(STARTUP_LIMIT) {
+            Ok(url) => url,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the cluster exited before its gateway listened; its log ends:\n{}", cluster.log_tail())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => bail!(
+                "the cluster's gateway did not listen within {STARTUP_LIMIT:?}; its log ends:\n{}",
+                cluster.log_tail()
+            ),
+        };
+        cluster.url = url.trim_end_matches('/').to_owned();
+        let token_path = cluster.dir.join("data").join("admin.token");
+        cluster.admin_token = std::fs::read_to_string(&token_path)
+            .with_context(|| format!("read the cluster's admin token {}", token_path.display()))?
+            .trim()
+            .to_owned();
+        eprintln!("bench: started a {NODES}-node cluster, gateway at {}", cluster.url);
+        Ok(cluster)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The last announced address of member `name` (`node-2`), with how often it has started.
+    pub fn listening(&self, name: &str) -> Option<Listening> {
+        self.listening.lock().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// The launcher's node processes by member name (`node-1` → pid); gateways are left out.
+    pub fn node_processes(&self) -> Result<HashMap<String, i32>> {
+        let launcher = i32::try_from(self.child.id()).context("the launcher's pid")?;
+        Ok(members_of(launcher).into_iter().filter(|(name, _)| name.starts_with("node-")).collect())
+    }
+
+    pub fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(self.dir.join("cluster.log")) {
+            let len = file.metadata().map_or(0, |m| m.len());
+            let _ = file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
+            let mut bytes = Vec::new();
+            let _ = file.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    }
+}
+
+fn spawn(dir: &Path, argon2_memory_kib: Option<u32>, shards: Option<u32>) -> Result<Child> {
+    let exe = std::env::current_exe().context("find the playground binary")?;
+    let log = std::fs::File::create(dir.join("cluster.log")).context("create the cluster's log file")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("up")
+        .arg("--nodes")
+        .arg(NODES.to_string())
+        .arg("--gateways")
+        .arg("1")
+        .arg("--http")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // The caller's settings would make the measured cluster differ from the documented one.
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("PLAYGROUND_") {
+            cmd.env_remove(var);
+        }
+    }
+    if let Some(kib) = argon2_memory_kib {
+        cmd.env("PLAYGROUND_ARGON2_MEMORY_KIB", kib.to_string());
+    }
+    if let Some(shards) = shards {
+        cmd.env("PLAYGROUND_SHARDS", shards.to_string());
+    }
+    cmd.spawn().context("start the cluster (playground up)")
+}
+
+impl Drop for ClusterProcess {
+    fn drop(&mut self) {
+        let launcher = i32::try_from(self.child.id()).ok();
+        if let Some(pid) = launcher {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_LIMIT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => {
+                    eprintln!("bench: the cluster did not stop within {STOP_LIMIT:?}; killing it");
+                    // Killing the launcher alone would leave its children running without it.
+                    for (_, pid) in launcher.map(members_of).unwrap_or_default() {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("bench: could not remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// The launcher's children, by the member name their command line gives.
+fn members_of(launcher: i32) -> Vec<(String, i32)> {
+    let mut pids: Vec<i32> = Vec::new();
+    // Each thread lists the children it started; the launcher's runtime may start them from any.
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{launcher}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                pids.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids.into_iter()
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            Some((member_name(&cmdline)?, pid))
+        })
+        .collect()
+}
+
+/// `node-2` from the command line `playground node --config …/node-2/node.toml` (NUL-separated).
+fn member_name(cmdline: &[u8]) -> Option<String> {
+    let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+    args.by_ref().find(|a| a == "--config")?;
+    let config = args.next()?;
+    let folder = Path::new(config.as_ref()).parent()?.file_name()?;
+    Some(folder.to_string_lossy().into_owned())
+}
+
+/// `("node-2", url)` from the launcher's `node-2: node listening at http://…`.
+fn parse_listening(line: &str) -> Option<(&str, &str)> {
+    let (name, rest) = line.split_once(": ")?;
+    let url = rest.strip_prefix("node listening at ").or_else(|| rest.strip_prefix("gateway ready at "))?;
+    Some((name, url.trim()))
+}
+
+/// The URL of `gateway-1: gateway ready at http://…`.
+fn parse_gateway_ready(line: &str) -> Option<&str> {
+    let (name, rest) = line.split_once(": ")?;
+    (name == "gateway-1").then_some(())?;
+    Some(rest.strip_prefix("gateway ready at ")?.trim())
+}
+
+/// The parts of `GET /v1/cluster` the benchmarks read.
+#[derive(Clone, Debug, Deserialize)]
+pub struct View {
+    pub shard_count: u32,
+    pub members: Vec<Member>,
+    pub shards: Vec<ShardLeader>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ShardLeader {
+    pub leader: Option<String>,
+}
+
+impl View {
+    /// The member that leads the most shards, and how many; ties go to the first name.
+    pub fn busiest_leader(&self) -> Option<(String, usize)> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for leader in self.shards.iter().filter_map(|s| s.leader.as_deref()) {
+            *counts.entry(leader).or_default() += 1;
+        }
+        let mut counts: Vec<(&str, usize)> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts.first().map(|(name, n)| ((*name).to_owned(), *n))
+    }
+
+    /// Every one of `nodes` members up, and every shard with a leader that is one of them.
+    pub fn is_whole(&self, nodes: usize) -> bool {
+        let up = |name: &str| self.members.iter().any(|m| m.id == name && m.state == "up");
+        self.members.len() == nodes
+            && self.members.iter().all(|m| m.state == "up")
+            && self.shards.len() == self.shard_count as usize
+            && self.shards.iter().all(|s| s.leader.as_deref().is_some_and(up))
+    }
+
+    /// What `is_whole` waits for, in a few words, for an error message.
+    pub fn summary(&self) -> String {
+        let members: Vec<String> = self.members.iter().map(|m| format!("{} {}", m.id, m.state)).collect();
+        let led = self.shards.iter().filter(|s| s.leader.is_some()).count();
+        format!("members: {}; shards with a leader: {led} of {}", members.join(", "), self.shard_count)
+    }
+}
+
+/// `GET /v1/cluster` with the admin token.
+pub async fn fetch_view(client: &reqwest::Client, base: &str, admin_token: &str) -> Result<View> {
+    let response =
+        client.get(format!("{base}/v1/cluster")).bearer_auth(admin_token).send().await.context("GET /v1/cluster")?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("GET /v1/cluster: status {}", status.as_u16());
+    }
+    response.json::<View>().await.context("read the cluster view")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn view(members: &[(&str, &str)], leaders: &[Option<&str>]) -> View {
+        View {
+            shard_count: leaders.len() as u32,
+            members: members.iter().map(|(id, state)| Member { id: (*id).into(), state: (*state).into() }).collect(),
+            shards: leaders.iter().map(|l| ShardLeader { leader: l.map(str::to_owned) }).collect(),
+        }
+    }
+
+    #[test]
+    fn members_are_named_by_their_config_folder() {
+        let node = b"/x/playground\0node\0--config\0/tmp/d/data/node-2/node.toml\0";
+        assert_eq!(member_name(node).as_deref(), Some("node-2"));
+        let gateway = b"playground\0gateway\0--config\0/tmp/d/data/gateway-1/gateway.toml\0";
+        assert_eq!(member_name(gateway).as_deref(), Some("gateway-1"));
+        assert_eq!(member_name(b"playground\0up\0--nodes\x003\0"), None);
+        assert_eq!(member_name(b"playground\0node\0--config\0"), None);
+    }
+
+    #[test]
+    fn launcher_lines_are_parsed() {
+        assert_eq!(
+            parse_gateway_ready("gateway-1: gateway ready at http://127.0.0.1:4000"),
+            Some("http://127.0.0.1:4000")
+        );
+        assert_eq!(parse_gateway_ready("gateway-2: gateway ready at http://127.0.0.1:4001"), None);
+        assert_eq!(parse_gateway_ready("node-1: node listening at http://127.0.0.1:4002"), None);
+        assert_eq!(
+            parse_listening("node-3: node listening at http://127.0.0.1:4002"),
+            Some(("node-3", "http://127.0.0.1:4002"))
+        );
+        assert_eq!(parse_listening("playground: data in /d; admin token in /d/admin.token"), None);
+    }
+
+    #[test]
+    fn the_busiest_leader_leads_the_most_shards() {
+        let up = [("node-1", "up"), ("node-2", "up"), ("node-3", "up")];
+        let v = view(&up, &[Some("node-2"), Some("node-1"), Some("node-2"), None]);
+        assert_eq!(v.busiest_leader(), Some(("node-2".into(), 2)));
+        let tie = view(&up, &[Some("node-3"), Some("node-1")]);
+        assert_eq!(tie.busiest_leader(), Some(("node-1".into(), 1)));
+        assert_eq!(view(&up, &[None]).busiest_leader(), None);
+    }
+
+    #[test]
+    fn whole_means_every_member_up_and_every_shard_led() {
+        let up = [("node-1", "up"), ("node-2", "up"), ("node-3", "up")];
+        assert!(view(&up, &[Some("node-1"), Some("node-3")]).is_whole(3));
+        assert!(!view(&up, &[Some("node-1"), None]).is_whole(3));
+        assert!(!view(&up, &[Some("node-4")]).is_whole(3), "a leader that is not a member");
+        let down = [("node-1", "up"), ("node-2", "down"), ("node-3", "up")];
+        assert!(!view(&down, &[Some("node-1")]).is_whole(3));
+        assert!(!view(&up[..2], &[Some("node-1")]).is_whole(3));
+        let mut missing = view(&up, &[Some("node-1"), Some("node-1")]);
+        missing.shards.pop();
+        assert!(!missing.is_whole(3));
+        assert_eq!(missing.summary(), "members: node-1 up, node-2 up, node-3 up; shards with a leader: 1 of 2");
+    }
+}
