@@ -178,3 +178,50 @@ async fn a_client_over_its_rate_gets_429() {
     assert_eq!(api.get("/healthz", None).await.expect("healthz").status, 200, "operations endpoints are not limited");
     assert!(api.metric("playground_http_rate_limited_total", "").await.expect("metric") >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_hold_passwords_hashes_or_tokens() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("node.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = std::process::Command::new(BIN)
+        .args(["node", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "trace")
+        .env("PLAYGROUND_ARGON2_MEMORY_KIB", "1024")
+        .env("PLAYGROUND_PANIC_INJECTION", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the listening line");
+    let url = line.trim().strip_prefix("listening on ").expect("listening line").to_owned();
+    let api = Api::new(&url);
+    let password = "a-very-secret-password";
+    let id = api.register("logs@example.com", password).await.expect("register");
+    let token = api.login("logs@example.com", password).await.expect("login");
+    api.post("/v1/sessions", None, &json!({"email": "logs@example.com", "password": "wrong-password-here"}))
+        .await
+        .expect("bad login");
+    api.send(
+        Method::PATCH,
+        &format!("/v1/users/{id}"),
+        Some(&token),
+        Some(&json!({"password": "another-secret-pass"})),
+        &[("x-fault-inject", "panic")],
+    )
+    .await
+    .expect("patch");
+    api.get("/v1/sessions/current", Some(&token)).await.expect("current");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).expect("read log");
+    assert!(text.len() > 100, "the node logged at trace level");
+    let secret = token.rsplit('.').next().expect("token secret");
+    for needle in [password, "wrong-password-here", "another-secret-pass", secret, "$argon2id$"] {
+        assert!(!text.contains(needle), "the log holds a secret: {needle}");
+    }
+}
