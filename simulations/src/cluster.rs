@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 
 use crate::client::Api;
 use crate::process::{eventually, NodeProcess};
+use crate::proxy::FaultProxy;
 
 /// The admin token every member of a test cluster is configured with.
 pub const ADMIN_TOKEN: &str = "admin-token-of-the-test-cluster";
@@ -39,6 +40,8 @@ pub struct ProcessCluster {
     _dir: tempfile::TempDir,
     pub nodes: Vec<Member>,
     pub gateways: Vec<Member>,
+    /// With [`ProcessCluster::start_proxied`]: one fault proxy per directed link (from, to, proxy).
+    pub links: Vec<(String, String, FaultProxy)>,
 }
 
 fn free_port() -> Result<u16> {
@@ -83,14 +86,53 @@ impl ProcessCluster {
         shards: u32,
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::start_with(binary, nodes, gateways, shards, env, false).await
+    }
+
+    /// Like [`ProcessCluster::start`], but every member reaches every node through a fault proxy of its
+    /// own (one per directed link), so that a test can delay, cut or reset any link.
+    pub async fn start_proxied(
+        binary: &Path,
+        nodes: usize,
+        gateways: usize,
+        shards: u32,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        Self::start_with(binary, nodes, gateways, shards, env, true).await
+    }
+
+    async fn start_with(
+        binary: &Path,
+        nodes: usize,
+        gateways: usize,
+        shards: u32,
+        env: &[(&str, &str)],
+        proxied: bool,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("token.key"), "a-token-key-shared-by-every-member-0123")?;
         let ports = (0..nodes).map(|_| free_port()).collect::<Result<Vec<_>>>()?;
         let seeds: Vec<String> =
             ports.iter().enumerate().map(|(i, p)| format!("node-{}@127.0.0.1:{p}", i + 1)).collect();
-        let member = |name: String, subcommand: &'static str, port: u16| -> Result<Member> {
+        let names: Vec<String> = (0..nodes).map(|i| format!("node-{}", i + 1)).collect();
+        let mut links = vec![];
+        let mut member = |name: String, subcommand: &'static str, port: u16| -> Result<Member> {
             let config = dir.path().join(format!("{name}.toml"));
-            std::fs::write(&config, config_text(&name, dir.path(), port, &seeds, shards))?;
+            let mut own_seeds = seeds.clone();
+            if proxied {
+                own_seeds.clear();
+                for (i, to) in names.iter().enumerate() {
+                    let real: std::net::SocketAddr = format!("127.0.0.1:{}", ports[i]).parse()?;
+                    if *to == name {
+                        own_seeds.push(format!("{to}@{real}"));
+                        continue;
+                    }
+                    let proxy = block_on(FaultProxy::start(real, links.len() as u64))?;
+                    own_seeds.push(format!("{to}@{}", proxy.addr));
+                    links.push((name.clone(), to.clone(), proxy));
+                }
+            }
+            std::fs::write(&config, config_text(&name, dir.path(), port, &own_seeds, shards))?;
             Ok(Member { name, subcommand, config, process: None })
         };
         let node_members =
@@ -105,6 +147,7 @@ impl ProcessCluster {
             _dir: dir,
             nodes: node_members,
             gateways: gateway_members,
+            links,
         };
         // Nodes start at once: each waits for its peers to elect leaders.
         let binary = cluster.binary.clone();
@@ -176,6 +219,32 @@ impl ProcessCluster {
         let m = &mut self.nodes[i];
         m.process = Some(NodeProcess::start_with_config(&self.binary, m.subcommand, &m.config, &env)?);
         Ok(())
+    }
+}
+
+/// Runs a future to completion from synchronous code inside the test's (multi-thread) runtime.
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+impl ProcessCluster {
+    /// Every proxy on a link from or to `node`.
+    pub fn links_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a FaultProxy> + 'a {
+        self.links.iter().filter(move |(from, to, _)| from == node || to == node).map(|(_, _, p)| p)
+    }
+
+    /// Cuts `node` off from every other member, both ways; its process keeps running.
+    pub fn isolate(&self, node: &str) {
+        for p in self.links_of(node) {
+            p.blackhole(None);
+        }
+    }
+
+    /// Clears every fault on every link.
+    pub fn heal(&self) {
+        for (_, _, p) in &self.links {
+            p.heal();
+        }
     }
 }
 

@@ -4,12 +4,15 @@
 //!
 //! - `process`: start, kill -9, freeze and stop node and launcher processes.
 //! - `cluster`: a replicated cluster of node and gateway processes, each killable, freezable, restartable.
+//! - `proxy`: a fault proxy for one directed link: delay, jitter, black-hole, bandwidth, reset.
 //! - `client`: requests with JSON bodies, tokens and headers; responses with status, headers and body.
 
 mod client;
 mod cluster;
 mod process;
+mod proxy;
 
 pub use client::{Api, Response};
 pub use cluster::{Member, ProcessCluster, ADMIN_TOKEN};
 pub use process::{eventually, NodeProcess, TestCluster};
+pub use proxy::{Direction, FaultProxy, Faults};
