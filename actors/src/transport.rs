@@ -28,6 +28,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster_config::SeedAddr;
 use futures::future::BoxFuture;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
@@ -99,7 +100,8 @@ pub enum PeerState {
 #[derive(Debug, Clone)]
 pub struct PeerStatus {
     pub id: String,
-    pub addr: SocketAddr,
+    /// Its seed address as configured: an IP address or a host name and a port.
+    pub addr: SeedAddr,
     pub state: PeerState,
     /// Time since its last answer, `None` if it never answered.
     pub since_heard: Option<Duration>,
@@ -157,11 +159,11 @@ impl Transport {
         }
         let local_addr = concrete_addr(config.listen)?;
         let mut seen = HashSet::new();
-        let seeds: Vec<(String, SocketAddr)> = config
+        let seeds: Vec<(String, SeedAddr)> = config
             .seeds
             .iter()
             .filter(|s| s.id != config.id && seen.insert(s.id.clone()))
-            .map(|s| (s.id.clone(), s.addr))
+            .map(|s| (s.id.clone(), s.addr.clone()))
             .collect();
         let ids: Vec<String> = seeds.iter().map(|(id, _)| id.clone()).collect();
         metrics::init(&ids);

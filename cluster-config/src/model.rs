@@ -96,8 +96,8 @@ pub struct ClusterConfig {
     pub log: LogEngine,
     /// Where this process listens for the cluster transport (nodes and gateways alike).
     pub listen: SocketAddr,
-    /// The cluster's nodes, each `id@host:port` (its cluster `listen` address). Empty: a one-node
-    /// cluster of this node alone.
+    /// The cluster's nodes, each `id@host:port` (its cluster `listen` address; the host an IP address
+    /// or a DNS name, resolved at each dial). Empty: a one-node cluster of this node alone.
     pub seeds: Vec<String>,
     /// Shared secret every member presents to join the transport; required with seeds.
     pub cookie: Option<String>,
@@ -130,7 +130,92 @@ impl fmt::Debug for ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
     pub id: String,
-    pub addr: SocketAddr,
+    pub addr: SeedAddr,
+}
+
+/// Where a seed listens: an IP socket address, or a DNS name and a port, resolved each time the
+/// transport dials it (a restarted container may come back at another address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SeedAddr {
+    Ip(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl SeedAddr {
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Ip(addr) => addr.port(),
+            Self::Name { port, .. } => *port,
+        }
+    }
+
+    /// The socket address, when the seed is given by IP.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Ip(addr) => Some(*addr),
+            Self::Name { .. } => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for SeedAddr {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Ip(addr)
+    }
+}
+
+impl fmt::Display for SeedAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(addr) => addr.fmt(f),
+            Self::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl std::str::FromStr for SeedAddr {
+    type Err = String;
+
+    /// `IP:port` (`[v6]:port`) or `name:port`, the name a DNS host name (letters, digits, `-`, `_`,
+    /// dots between labels).
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Self::Ip(addr));
+        }
+        let expected = "an address like 127.0.0.1:7100 or node-1:7100";
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not {expected}"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{text:?} is not {expected} (bad port {port:?})"))?;
+        if port == 0 {
+            return Err(format!("{text:?}: the port must not be 0"));
+        }
+        validate_host_name(host).map_err(|m| format!("{text:?} is not {expected} ({m})"))?;
+        Ok(Self::Name { host: host.to_owned(), port })
+    }
+}
+
+fn validate_host_name(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    if host.len() > 253 {
+        return Err("host name longer than 253 characters".into());
+    }
+    for label in host.strip_suffix('.').unwrap_or(host).split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("bad host name {host:?}"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("host name label {label:?} starts or ends with '-'"));
+        }
+        if let Some(bad) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))) {
+            return Err(format!("invalid character {bad:?} in host name {host:?}"));
+        }
+    }
+    // All-numeric dotted names are mistyped IPs, not host names.
+    if host.split('.').all(|l| l.chars().all(|c| c.is_ascii_digit())) {
+        return Err(format!("{host:?} is neither an IP address nor a host name"));
+    }
+    Ok(())
 }
 
 impl ClusterConfig {
@@ -140,10 +225,10 @@ impl ClusterConfig {
     }
 }
 
-/// Parses `id@host:port`.
+/// Parses `id@host:port`, the host an IP address or a DNS name.
 pub fn parse_seed(text: &str) -> Result<Seed, String> {
     let (id, addr) = text.split_once('@').ok_or_else(|| format!("{text:?} is not of the form id@host:port"))?;
-    let addr = addr.parse().map_err(|_| format!("{addr:?} in {text:?} is not an address like 127.0.0.1:7100"))?;
+    let addr = addr.parse::<SeedAddr>().map_err(|m| format!("{m} in {text:?}"))?;
     Ok(Seed { id: id.to_owned(), addr })
 }
 
@@ -418,6 +503,39 @@ mod tests {
         assert_eq!(LogFormat::from_name("json"), Some(LogFormat::Json));
         assert_eq!(LogFormat::from_name("text"), Some(LogFormat::Text));
         assert_eq!(LogFormat::from_name("xml"), None);
+    }
+
+    #[test]
+    fn seeds_take_ips_and_host_names() {
+        let ip = parse_seed("node-1@127.0.0.1:7101").expect("ip seed");
+        assert_eq!(ip.id, "node-1");
+        assert_eq!(ip.addr, SeedAddr::Ip("127.0.0.1:7101".parse().expect("addr")));
+        assert_eq!(ip.addr.to_string(), "127.0.0.1:7101");
+        let v6 = parse_seed("n@[::1]:7101").expect("v6 seed");
+        assert_eq!(v6.addr.ip(), Some("[::1]:7101".parse().expect("addr")));
+        assert_eq!(v6.addr.to_string(), "[::1]:7101");
+        let name = parse_seed("node-2@node-2:7102").expect("name seed");
+        assert_eq!(name.addr, SeedAddr::Name { host: "node-2".into(), port: 7102 });
+        assert_eq!(name.addr.to_string(), "node-2:7102");
+        assert_eq!(name.addr.port(), 7102);
+        assert_eq!(name.addr.ip(), None);
+        let fqdn = parse_seed("n3@node-3.playground_default.svc.cluster.local:7103").expect("fqdn");
+        assert_eq!(fqdn.addr.to_string(), "node-3.playground_default.svc.cluster.local:7103");
+        for bad in [
+            "node-3@localhost",
+            "node-3@:7103",
+            "node-3@host:port",
+            "node-3@host:70000",
+            "node-3@host:0",
+            "node-3@-host:7103",
+            "node-3@ho st:7103",
+            "node-3@a..b:7103",
+            "node-3@10.0.0:7103",
+            "node-3@::1:7103",
+            "no-at-sign",
+        ] {
+            assert!(parse_seed(bad).is_err(), "{bad} should be refused");
+        }
     }
 
     #[test]

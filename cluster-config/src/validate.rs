@@ -238,6 +238,14 @@ mod tests {
         assert_eq!(c.validate("f.toml").expect_err("bad form").field, "cluster.seeds[2]");
         c.cluster.seeds[2] = "node-3@localhost".into();
         assert_eq!(c.validate("f.toml").expect_err("bad addr").field, "cluster.seeds[2]");
+        c.cluster.seeds[2] = "node-3@bad_host!:7103".into();
+        assert_eq!(c.validate("f.toml").expect_err("bad host").field, "cluster.seeds[2]");
+        c.cluster.seeds[2] = "node-3@node-3:7103".into();
+        assert!(c.validate("f.toml").is_ok(), "a host name is a valid seed address");
+        c.cluster.seeds[2] = "node-3@node-3:7103".into();
+        c.cluster.seeds.push("node-4@node-3:7103".into());
+        assert_eq!(c.validate("f.toml").expect_err("repeated address").field, "cluster.seeds[3]");
+        c.cluster.seeds.pop();
         c.cluster.seeds.pop();
         c.cluster.failure_timeout = c.cluster.heartbeat_interval;
         assert_eq!(c.validate("f.toml").expect_err("timeouts").field, "cluster.failure_timeout");

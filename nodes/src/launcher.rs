@@ -133,8 +133,10 @@ fn prepare(config: &Config, nodes: u32, gateways: u32) -> Result<Vec<ChildSpec>>
         if !embedded {
             // Nodes keep an HTTP endpoint for health and metrics; the API's front door is the gateways.
             child.node.http = SocketAddr::new(config.node.http.ip(), 0);
+            // The launcher wrote these seeds itself, with IP addresses.
+            let seed = cluster_config::parse_seed(&base.cluster.seeds[i as usize - 1]).map_err(anyhow::Error::msg)?;
             child.cluster.listen =
-                cluster_config::parse_seed(&base.cluster.seeds[i as usize - 1]).map_err(anyhow::Error::msg)?.addr;
+                seed.addr.ip().ok_or_else(|| anyhow::anyhow!("seed {} is not an IP address", seed.addr))?;
         }
         specs.push(write_spec(&child, "node", embedded)?);
     }

@@ -4,8 +4,10 @@
 //! - `node`: one cluster node with its HTTP gateway.
 //! - `gateway`: one gateway, routing the HTTP API to the nodes.
 //! - `bench`: load benchmarks, each beside a bare-warp baseline measured in the same run.
+//! - `health`: a health check of a running process (for container health checks).
 
 mod bench;
+mod health;
 mod launcher;
 mod logging;
 mod node;
@@ -44,6 +46,8 @@ enum Command {
     Gateway(NodeArgs),
     /// Run the load benchmarks beside their baseline.
     Bench(bench::BenchArgs),
+    /// GET /healthz (or /readyz) of a running process: exit 0 when it answers 2xx, else 1.
+    Health(health::HealthArgs),
 }
 
 /// Flags every process that reads a configuration file takes.
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Node(args) => node::run(args, node::Kind::Node),
         Command::Gateway(args) => node::run(args, node::Kind::Gateway),
         Command::Bench(args) => bench::run(args),
+        Command::Health(args) => health::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

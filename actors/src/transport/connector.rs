@@ -4,11 +4,15 @@
 //! (Erlang's rule: the connection initiated by the node whose name sorts last survives, the other is
 //! closed as `duplicate_connection` on both ends), so a pair never keeps two sessions; a dial happens only
 //! while no authenticated session to the peer exists, and the jitter breaks any lockstep.
+//!
+//! A seed given by host name is resolved at every attempt (a restarted container may come back at
+//! another address); a name that does not resolve is a failed attempt, with the same backoff.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster_config::SeedAddr;
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
 use rand::Rng;
@@ -21,6 +25,8 @@ pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A TCP connect to a black-holed address can hang for minutes without this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A resolver that does not answer must not stall the dialer; this counts within the connect timeout.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a dialed session may take to authenticate; loopback takes milliseconds.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A safety net beside the session events: the connector re-checks its session this often.
@@ -31,6 +37,27 @@ pub(crate) fn next_backoff(current: Duration) -> Duration {
     (current * 2).min(MAX_BACKOFF)
 }
 
+/// The socket addresses to dial for `addr`: itself when it is an IP address, else what the system
+/// resolver answers for the name now (IPv4 first, since that is what container networks usually give).
+pub(crate) async fn resolve(addr: &SeedAddr) -> Result<Vec<SocketAddr>, String> {
+    let (host, port) = match addr {
+        SeedAddr::Ip(ip) => return Ok(vec![*ip]),
+        SeedAddr::Name { host, port } => (host.as_str(), *port),
+    };
+    let found = match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return Err(format!("cannot resolve {host}: {e}")),
+        Err(_) => return Err(format!("resolving {host} timed out")),
+    };
+    let mut addrs: Vec<SocketAddr> = found.collect();
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    Ok(addrs)
+}
+
 /// `base` scaled by a random factor in [0.5, 1.0], so that peers retrying together drift apart.
 pub(crate) fn jittered(base: Duration) -> Duration {
     base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
@@ -38,7 +65,7 @@ pub(crate) fn jittered(base: Duration) -> Duration {
 
 pub(crate) struct Dialer {
     pub peer: String,
-    pub addr: SocketAddr,
+    pub addr: SeedAddr,
     pub server: ActorRef<NodeServerMessage>,
     pub sessions: Arc<Sessions>,
     pub shutdown: watch::Receiver<bool>,
@@ -81,14 +108,21 @@ impl Dialer {
 
     /// One attempt: true once a session to the peer is authenticated (ours or one the peer dialed).
     async fn dial(&mut self, attempt: u32) -> bool {
-        match tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(&self.server, self.addr)).await {
+        let target = match resolve(&self.addr).await {
+            Ok(addrs) => addrs[0],
+            Err(error) => {
+                debug!(peer = %self.peer, addr = %self.addr, attempt, %error, "cluster dial failed");
+                return false;
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(&self.server, target)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                debug!(peer = %self.peer, addr = %self.addr, attempt, error = %e, "cluster dial failed");
+                debug!(peer = %self.peer, addr = %self.addr, %target, attempt, error = %e, "cluster dial failed");
                 return false;
             }
             Err(_) => {
-                debug!(peer = %self.peer, addr = %self.addr, attempt, "cluster dial timed out");
+                debug!(peer = %self.peer, addr = %self.addr, %target, attempt, "cluster dial timed out");
                 return false;
             }
         }
@@ -126,6 +160,18 @@ mod tests {
         assert_eq!(seen[5], Duration::from_millis(3200));
         assert_eq!(seen[6], MAX_BACKOFF);
         assert_eq!(*seen.last().expect("non-empty"), MAX_BACKOFF);
+    }
+
+    #[tokio::test]
+    async fn resolves_ips_as_they_are_and_names_each_time() {
+        let ip: SeedAddr = "10.1.2.3:7101".parse().expect("ip");
+        assert_eq!(resolve(&ip).await, Ok(vec!["10.1.2.3:7101".parse().expect("addr")]));
+        let name: SeedAddr = "localhost:7101".parse().expect("name");
+        let found = resolve(&name).await.expect("localhost resolves");
+        assert!(found.iter().all(|a| a.port() == 7101 && a.ip().is_loopback()), "{found:?}");
+        // `.invalid` never resolves (RFC 6761): a failed attempt, not a panic or a hang.
+        let unknown: SeedAddr = "no-such-node.invalid:7101".parse().expect("name");
+        assert!(resolve(&unknown).await.is_err());
     }
 
     #[test]

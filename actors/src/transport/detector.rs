@@ -69,7 +69,7 @@ struct Health {
 
 pub(crate) struct Peer {
     pub id: String,
-    pub addr: std::net::SocketAddr,
+    pub addr: cluster_config::SeedAddr,
     health: Mutex<Health>,
     ping_in_flight: AtomicBool,
 }
@@ -96,7 +96,7 @@ impl Peer {
         let h = self.health();
         PeerStatus {
             id: self.id.clone(),
-            addr: self.addr,
+            addr: self.addr.clone(),
             state: h.state,
             since_heard: h.last_heard.map(|t| t.elapsed()),
         }
@@ -105,7 +105,7 @@ impl Peer {
 
 impl Peers {
     pub(crate) fn new(
-        seeds: Vec<(String, std::net::SocketAddr)>,
+        seeds: Vec<(String, cluster_config::SeedAddr)>,
         heartbeat: Duration,
         failure_timeout: Duration,
     ) -> Self {
