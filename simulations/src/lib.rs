@@ -6,11 +6,13 @@
 //! - `cluster`: a replicated cluster of node and gateway processes, each killable, freezable, restartable.
 //! - `proxy`: a fault proxy for one directed link: delay, jitter, black-hole, bandwidth, reset.
 //! - `client`: requests with JSON bodies, tokens and headers; responses with status, headers and body.
+//! - `sim`: fault-injection scenarios: a seeded fault schedule, a recorded workload, checkers and a report.
 
 mod client;
 mod cluster;
 mod process;
 mod proxy;
+pub mod sim;
 
 pub use client::{Api, Response};
 pub use cluster::{Member, ProcessCluster, ADMIN_TOKEN};

@@ -1,0 +1,64 @@
+//! `playground sim`: fault-injection scenarios against a cluster of this very binary (see the
+//! `simulations` crate). Exits non-zero on any violation.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use simulations::sim::{self, SCENARIOS};
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// A scenario, `all` to run every one, or `list` to list them.
+    #[arg(value_name = "SCENARIO")]
+    pub scenario: String,
+    /// Seed of the fault schedule and the workload; the same seed replays the same schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where the history and the report go (with `all`, one folder per scenario under it)
+    /// [default: sim-results/SCENARIO-seed-N].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Length of the workload, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub duration: u64,
+}
+
+pub fn run(args: SimArgs) -> anyhow::Result<()> {
+    if args.scenario == "list" {
+        for (name, what) in SCENARIOS {
+            println!("{name:<10} {what}");
+        }
+        return Ok(());
+    }
+    let scenarios: Vec<&str> = if args.scenario == "all" {
+        SCENARIOS.iter().map(|(n, _)| *n).collect()
+    } else {
+        anyhow::ensure!(
+            SCENARIOS.iter().any(|(n, _)| *n == args.scenario),
+            "unknown scenario {:?} (see `playground sim list`)",
+            args.scenario
+        );
+        vec![args.scenario.as_str()]
+    };
+    let binary = std::env::current_exe().context("the path of this binary")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let duration = Duration::from_secs(args.duration.max(1));
+    let (mut passed, mut failed) = (0, 0);
+    for scenario in &scenarios {
+        let out = match (&args.out, scenarios.len()) {
+            (Some(dir), 1) => dir.clone(),
+            (Some(dir), _) => dir.join(scenario),
+            (None, _) => Path::new("sim-results").join(format!("{scenario}-seed-{}", args.seed)),
+        };
+        let report = runtime.block_on(sim::run(&binary, scenario, args.seed, &out, duration))?;
+        println!("{}", report.summary().lines().take_while(|l| !l.ends_with(" failed")).collect::<Vec<_>>().join("\n"));
+        println!("  report: {}", out.join("report.md").display());
+        passed += report.passed();
+        failed += report.failed();
+    }
+    println!("{passed} passed, {failed} failed");
+    anyhow::ensure!(failed == 0, "{failed} check(s) failed");
+    Ok(())
+}

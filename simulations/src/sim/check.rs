@@ -1,0 +1,217 @@
+//! Checkers over a history and the state read back after healing. Each returns a [`Check`] that names
+//! every violation it found.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::history::Event;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// The liveness bound (I7).
+pub const LIVENESS_MS: u64 = 10_000;
+
+fn check(name: &str, violations: Vec<String>, ok_detail: String) -> Check {
+    let passed = violations.is_empty();
+    let detail = if passed {
+        ok_detail
+    } else {
+        let shown: Vec<&str> = violations.iter().take(10).map(String::as_str).collect();
+        format!("{} violation(s): {}", violations.len(), shown.join("; "))
+    };
+    Check { name: name.to_owned(), passed, detail }
+}
+
+/// Every order read back, by id.
+fn by_id(orders: &BTreeMap<String, Vec<Value>>) -> HashMap<String, &Value> {
+    orders.values().flatten().filter_map(|o| Some((o["id"].as_str()?.to_owned(), o))).collect()
+}
+
+fn statuses(order: &Value) -> Vec<String> {
+    order["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|s| s["status"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// I1: every acknowledged create is read back, and every acknowledged transition is in its order's history.
+pub fn lost_writes(events: &[Event], orders: &BTreeMap<String, Vec<Value>>) -> Check {
+    let found = by_id(orders);
+    let mut violations = vec![];
+    let mut acked = 0;
+    for e in events.iter().filter(|e| e.kind == "ok") {
+        let id = e.value["id"].as_str().unwrap_or_default();
+        match e.f.as_str() {
+            "create_order" => {
+                acked += 1;
+                if !found.contains_key(id) {
+                    violations.push(format!("order {id} (key {}) acknowledged at {} ms is gone", e.key, e.at));
+                }
+            }
+            "pay" | "cancel" => {
+                acked += 1;
+                let status = e.value["status"].as_str().unwrap_or_default();
+                match found.get(id) {
+                    Some(o) if statuses(o).iter().any(|s| s == status) => {}
+                    _ => violations.push(format!("{} of {id} acknowledged at {} ms is lost", e.f, e.at)),
+                }
+            }
+            _ => {}
+        }
+    }
+    check("lost_writes", violations, format!("{acked} acknowledged writes all read back"))
+}
+
+/// I5: at most one order per idempotency key (each order's sku is its key).
+pub fn duplicates(orders: &BTreeMap<String, Vec<Value>>) -> Check {
+    let mut violations = vec![];
+    let mut keys = 0;
+    for (user, list) in orders {
+        let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
+        for o in list {
+            *per_key.entry(o["items"][0]["sku"].as_str().unwrap_or_default()).or_default() += 1;
+        }
+        keys += per_key.len();
+        for (key, n) in per_key.into_iter().filter(|(_, n)| *n > 1) {
+            violations.push(format!("user {user} has {n} orders for key {key}"));
+        }
+    }
+    check("duplicates", violations, format!("{keys} keys, one order each"))
+}
+
+fn legal(from: &str, to: &str) -> bool {
+    matches!(
+        (from, to),
+        ("pending", "paid")
+            | ("pending", "cancelled")
+            | ("paid", "shipped")
+            | ("paid", "cancelled")
+            | ("shipped", "delivered")
+    )
+}
+
+/// I4: every order's history starts pending and moves only along legal transitions.
+pub fn transitions(orders: &BTreeMap<String, Vec<Value>>) -> Check {
+    let mut violations = vec![];
+    let mut n = 0;
+    for o in orders.values().flatten() {
+        n += 1;
+        let s = statuses(o);
+        let id = o["id"].as_str().unwrap_or_default();
+        if s.first().map(String::as_str) != Some("pending") {
+            violations.push(format!("order {id} does not start pending: {s:?}"));
+        } else if s.windows(2).any(|w| !legal(&w[0], &w[1])) {
+            violations.push(format!("order {id} moved illegally: {s:?}"));
+        } else if o["status"].as_str() != s.last().map(String::as_str) {
+            violations.push(format!("order {id} status {} is not the end of its history {s:?}", o["status"]));
+        }
+    }
+    check("transitions", violations, format!("{n} orders, every history legal"))
+}
+
+/// I3: at most one registration acknowledged per email, and every email some client relied on registered.
+pub fn email_uniqueness(events: &[Event]) -> Check {
+    let mut per_email: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.f == "register") {
+        let entry = per_email.entry(e.key.as_str()).or_default();
+        match e.kind.as_str() {
+            "ok" => entry.0 += 1,
+            "invoke" => entry.1 += 1,
+            _ => {}
+        }
+    }
+    let violations = per_email
+        .iter()
+        .filter(|(_, (ok, _))| *ok > 1)
+        .map(|(email, (ok, tries))| format!("{email}: {ok} of {tries} registrations acknowledged"))
+        .collect();
+    let decided = per_email.values().filter(|(ok, _)| *ok == 1).count();
+    check(
+        "email_uniqueness",
+        violations,
+        format!("{} emails, {decided} with exactly one acknowledged registration, none with more", per_email.len()),
+    )
+}
+
+/// I7: after the last heal (`since`, ms), some request succeeds within the liveness bound. Returns the check
+/// and the recovery time.
+pub fn liveness(events: &[Event], since: u64) -> (Check, Option<u64>) {
+    let recovery = events.iter().filter(|e| e.kind == "ok" && e.at >= since).map(|e| e.at - since).min();
+    let violations = match recovery {
+        Some(ms) if ms <= LIVENESS_MS => vec![],
+        Some(ms) => vec![format!("first success {ms} ms after the last heal")],
+        None => vec!["no request succeeded after the last heal".to_owned()],
+    };
+    let detail = format!("first success {} ms after the last heal (at {since} ms)", recovery.unwrap_or_default());
+    (check("liveness", violations, detail), recovery)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ev(kind: &str, f: &str, key: &str, value: Value, at: u64) -> Event {
+        Event { process: 0, kind: kind.into(), f: f.into(), key: key.into(), value, intended: at, at }
+    }
+
+    fn order(id: &str, sku: &str, history: &[&str]) -> Value {
+        let h: Vec<Value> = history.iter().map(|s| json!({"status": s})).collect();
+        json!({"id": id, "items": [{"sku": sku}], "status": history.last(), "history": h})
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_fails_the_check() {
+        let events = vec![
+            ev("invoke", "create_order", "k1", json!({}), 1),
+            ev("ok", "create_order", "k1", json!({"id": "o1", "user": "u"}), 2),
+            ev("invoke", "create_order", "k2", json!({}), 3),
+            ev("ok", "create_order", "k2", json!({"id": "o2", "user": "u"}), 4),
+            ev("ok", "pay", "o1", json!({"id": "o1", "status": "paid"}), 5),
+        ];
+        let all = BTreeMap::from([(
+            "u".to_owned(),
+            vec![order("o1", "k1", &["pending", "paid"]), order("o2", "k2", &["pending"])],
+        )]);
+        assert!(lost_writes(&events, &all).passed);
+        let lost = BTreeMap::from([("u".to_owned(), vec![order("o1", "k1", &["pending", "paid"])])]);
+        let c = lost_writes(&events, &lost);
+        assert!(!c.passed && c.detail.contains("o2"), "{c:?}");
+        let unpaid =
+            BTreeMap::from([("u".to_owned(), vec![order("o1", "k1", &["pending"]), order("o2", "k2", &["pending"])])]);
+        assert!(!lost_writes(&events, &unpaid).passed, "a lost acknowledged pay is caught");
+        // An unknown outcome that did not happen is no violation.
+        let info =
+            vec![ev("invoke", "create_order", "k3", json!({}), 1), ev("info", "create_order", "k3", json!({}), 2)];
+        assert!(lost_writes(&info, &all).passed);
+    }
+
+    #[test]
+    fn the_other_checkers_can_fail() {
+        let dup =
+            BTreeMap::from([("u".to_owned(), vec![order("o1", "k1", &["pending"]), order("o2", "k1", &["pending"])])]);
+        assert!(!duplicates(&dup).passed);
+        let bad = BTreeMap::from([("u".to_owned(), vec![order("o1", "k1", &["pending", "shipped"])])]);
+        assert!(!transitions(&bad).passed);
+        assert!(
+            transitions(&BTreeMap::from([(
+                "u".to_owned(),
+                vec![order("o1", "k1", &["pending", "paid", "cancelled"])]
+            )]))
+            .passed
+        );
+        let twice = vec![ev("ok", "register", "a@x", json!({}), 1), ev("ok", "register", "a@x", json!({}), 2)];
+        assert!(!email_uniqueness(&twice).passed);
+        assert!(email_uniqueness(&twice[..1]).passed);
+        assert!(!liveness(&[ev("ok", "read", "o", json!({}), 20_000)], 5_000).0.passed);
+        assert!(liveness(&[ev("ok", "read", "o", json!({}), 6_000)], 5_000).0.passed);
+    }
+}

@@ -1,0 +1,106 @@
+//! The fault schedule of a scenario: what happens, when, to which node, drawn from a seeded RNG so that
+//! a seed replays the same schedule.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+pub const SCENARIOS: &[(&str, &str)] = &[
+    ("baseline", "no faults"),
+    ("kill", "kill -9 a random node, then restart it"),
+    ("pause", "SIGSTOP a random node for 5 s, then SIGCONT"),
+    ("isolate", "black-hole every link of a random node for 5 s, then heal"),
+    ("latency", "delay with jitter on every link"),
+];
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Kill9,
+    Restart,
+    Freeze,
+    Thaw,
+    Isolate,
+    Delay { delay_ms: u64, jitter_ms: u64 },
+    Heal,
+}
+
+impl Action {
+    /// Whether this action ends a fault.
+    pub fn heals(&self) -> bool {
+        matches!(self, Action::Restart | Action::Thaw | Action::Heal)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FaultEvent {
+    /// Planned time, in ms since the workload started.
+    pub at: u64,
+    pub action: Action,
+    /// Index of the node (0-based); `None` for every link.
+    pub node: Option<usize>,
+    /// When it was applied, in ms since the start of the run (filled in as it runs).
+    #[serde(default)]
+    pub applied_at: Option<u64>,
+}
+
+fn event(at: u64, action: Action, node: Option<usize>) -> FaultEvent {
+    FaultEvent { at, action, node, applied_at: None }
+}
+
+/// The schedule of `scenario` for a workload of `duration` over `nodes` nodes.
+pub fn schedule(scenario: &str, seed: u64, duration: Duration, nodes: usize) -> anyhow::Result<Vec<FaultEvent>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let total = duration.as_millis() as u64;
+    // A fault starts in the first half, lasts up to 5 s, and ends before the last fifth of the run.
+    let start = rng.gen_range(total / 5..=total * 2 / 5);
+    let length = 5_000.min((total * 4 / 5).saturating_sub(start)).max(1);
+    let node = rng.gen_range(0..nodes.max(1));
+    Ok(match scenario {
+        "baseline" => vec![],
+        "kill" => {
+            let down = rng.gen_range(length / 2..=length);
+            vec![event(start, Action::Kill9, Some(node)), event(start + down, Action::Restart, Some(node))]
+        }
+        "pause" => vec![event(start, Action::Freeze, Some(node)), event(start + length, Action::Thaw, Some(node))],
+        "isolate" => vec![event(start, Action::Isolate, Some(node)), event(start + length, Action::Heal, None)],
+        "latency" => {
+            let delay_ms = rng.gen_range(5..=30);
+            let jitter_ms = rng.gen_range(1..=delay_ms);
+            vec![
+                event(total / 10, Action::Delay { delay_ms, jitter_ms }, None),
+                event(total * 4 / 5, Action::Heal, None),
+            ]
+        }
+        other => anyhow::bail!(
+            "unknown scenario {other:?} (one of: {})",
+            SCENARIOS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_schedule() {
+        let d = Duration::from_secs(20);
+        for (scenario, _) in SCENARIOS {
+            assert_eq!(
+                schedule(scenario, 7, d, 3).expect("a known scenario"),
+                schedule(scenario, 7, d, 3).expect("a known scenario"),
+                "{scenario}"
+            );
+        }
+        let kills: std::collections::HashSet<String> =
+            (0..20).map(|s| format!("{:?}", schedule("kill", s, d, 3).expect("a known scenario"))).collect();
+        assert!(kills.len() > 1, "different seeds give different schedules");
+        for e in schedule("pause", 3, d, 3).expect("a known scenario") {
+            assert!(e.at < 16_000, "faults end before the last fifth: {e:?}");
+        }
+        assert!(schedule("nope", 1, d, 3).is_err());
+    }
+}
