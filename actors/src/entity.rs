@@ -60,6 +60,8 @@ pub struct EntityCtx {
 pub struct Settings {
     /// Test-only fault injection: honour `inject_panic` on commands. Off by default.
     pub panic_injection: bool,
+    /// Test-only, never enabled in production: creates ignore an existing idempotency record.
+    pub break_idempotency: bool,
 }
 
 impl EntityCtx {

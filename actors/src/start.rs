@@ -238,7 +238,10 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
             (raft.clone(), Some(raft))
         }
     };
-    let settings = Arc::new(Settings { panic_injection: config.faults.panic_injection });
+    let settings = Arc::new(Settings {
+        panic_injection: config.faults.panic_injection,
+        break_idempotency: config.faults.break_idempotency,
+    });
     let ctxs = (0..shards)
         .map(|shard| Arc::new(EntityCtx { shard, store: store.clone(), log: log.clone(), settings: settings.clone() }))
         .collect();

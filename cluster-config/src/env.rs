@@ -34,6 +34,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_RATE_LIMIT_PER_SECOND", "limits.rate_limit_per_second"),
     ("PLAYGROUND_RATE_LIMIT_BURST", "limits.rate_limit_burst"),
     ("PLAYGROUND_PANIC_INJECTION", "faults.panic_injection"),
+    ("PLAYGROUND_BREAK_IDEMPOTENCY", "faults.break_idempotency"),
     ("PLAYGROUND_LOG_FORMAT", "log.format"),
 ];
 
@@ -111,6 +112,7 @@ impl Config {
                 self.limits.retry_after_secs = parse_num(value, "an integer")?;
             }
             "faults.panic_injection" => self.faults.panic_injection = parse_bool(value)?,
+            "faults.break_idempotency" => self.faults.break_idempotency = parse_bool(value)?,
             "log.format" => {
                 self.log.format = LogFormat::from_name(value.trim())
                     .ok_or_else(|| format!("invalid value {value:?}; expected \"text\" or \"json\""))?;
@@ -274,6 +276,16 @@ mod tests {
             c.apply_env(&env_of(&[("PLAYGROUND_PANIC_INJECTION", v)])).expect(v);
             assert_eq!(c.faults.panic_injection, want);
         }
+    }
+
+    #[test]
+    fn break_idempotency_is_off_unless_set() {
+        let mut c = Config::default();
+        c.apply_env(&env_of(&[])).expect("empty");
+        assert!(!c.faults.break_idempotency);
+        c.apply_env(&env_of(&[("PLAYGROUND_BREAK_IDEMPOTENCY", "true")])).expect("true");
+        assert!(c.faults.break_idempotency);
+        assert!(c.apply_env(&env_of(&[("PLAYGROUND_BREAK_IDEMPOTENCY", "yes")])).is_err());
     }
 
     #[test]

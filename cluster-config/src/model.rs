@@ -57,6 +57,8 @@ pub const RATE_LIMIT_BURST_RANGE: RangeInclusive<u32> = 1..=10_000_000;
 pub const RETRY_AFTER_SECS_RANGE: RangeInclusive<u32> = 1..=3600;
 
 pub const DEFAULT_PANIC_INJECTION: bool = false;
+/// Test-only; never enable it (see [`FaultsConfig::break_idempotency`]).
+pub const DEFAULT_BREAK_IDEMPOTENCY: bool = false;
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
 
 /// The whole configuration of one node. Every section is optional in the
@@ -368,11 +370,14 @@ impl Default for LimitsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct FaultsConfig {
     pub panic_injection: bool,
+    /// Test-only, never to be enabled: creates ignore an existing idempotency record, breaking I5 on
+    /// purpose so that the simulations can prove their duplicates checker fails end to end.
+    pub break_idempotency: bool,
 }
 
 impl Default for FaultsConfig {
     fn default() -> Self {
-        Self { panic_injection: DEFAULT_PANIC_INJECTION }
+        Self { panic_injection: DEFAULT_PANIC_INJECTION, break_idempotency: DEFAULT_BREAK_IDEMPOTENCY }
     }
 }
 
@@ -472,6 +477,7 @@ mod tests {
         assert_eq!(c.limits.entity_idle_timeout, Duration::from_secs(300));
         assert_eq!(c.limits.retry_after_secs, 1);
         assert!(!c.faults.panic_injection);
+        assert!(!c.faults.break_idempotency);
         assert_eq!(c.log.format, LogFormat::Text);
     }
 

@@ -153,6 +153,10 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate("defaults").expect("defaults valid");
+        // The test-only fault switches take any value; nothing to range-check.
+        let mut c = Config::default();
+        c.faults.break_idempotency = true;
+        c.validate("test-only switch").expect("valid");
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub struct SimArgs {
     /// Length of the workload, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub duration: u64,
+    /// Test-only: start the cluster with a guarantee broken on purpose (`idempotency`), to prove that
+    /// the checkers catch it; such a run must fail.
+    #[arg(long = "break", value_name = "GUARANTEE", value_parser = ["idempotency"])]
+    pub breaks: Vec<String>,
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -52,7 +56,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             (Some(dir), _) => dir.join(scenario),
             (None, _) => Path::new("sim-results").join(format!("{scenario}-seed-{}", args.seed)),
         };
-        let report = runtime.block_on(sim::run(&binary, scenario, args.seed, &out, duration))?;
+        let report = runtime.block_on(sim::run(&binary, scenario, args.seed, &out, duration, &args.breaks))?;
         println!("{}", report.summary().lines().take_while(|l| !l.ends_with(" failed")).collect::<Vec<_>>().join("\n"));
         println!("  report: {}", out.join("report.md").display());
         passed += report.passed();

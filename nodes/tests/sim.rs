@@ -34,11 +34,24 @@ fn sim(scenario: &str, seed: u64, duration: u64) {
     assert!(oks > 0, "{scenario}: the history has acknowledged creates");
 }
 
-/// One test, so that the two clusters do not compete for the machine.
+/// One test, so that the clusters do not compete for the machine.
 #[test]
-fn baseline_and_kill_scenarios_pass() {
+fn baseline_kill_and_partition_scenarios_pass_and_a_broken_guarantee_fails() {
     sim("baseline", 1, 8);
     sim("kill", 2, 10);
+    sim("partition", 4, 8);
+
+    // With idempotency broken on purpose, the workload's repeated keys make duplicates, and the run fails.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let out = Command::new(BIN)
+        .args(["sim", "baseline", "--seed", "1", "--duration", "6", "--break", "idempotency", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("playground sim runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a broken guarantee must fail the run: {stdout}");
+    assert!(stdout.contains("FAIL duplicates: "), "{stdout}");
+    assert!(stdout.lines().last().is_some_and(|l| !l.ends_with(" 0 failed")), "{stdout}");
 }
 
 #[test]
@@ -46,10 +59,12 @@ fn sim_lists_its_scenarios_and_refuses_unknown_ones() {
     let list = Command::new(BIN).args(["sim", "list"]).output().expect("sim list");
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success());
-    for s in ["baseline", "kill", "pause", "isolate", "latency"] {
+    for s in ["baseline", "kill", "pause", "isolate", "latency", "partition", "reset", "panic", "rolling", "drill"] {
         assert!(text.contains(s), "{text}");
     }
     let bad = Command::new(BIN).args(["sim", "nope"]).output().expect("sim nope");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
+    let bad = Command::new(BIN).args(["sim", "baseline", "--break", "durability"]).output().expect("sim --break");
+    assert!(!bad.status.success(), "only known guarantees can be broken");
 }

@@ -213,6 +213,38 @@ impl ProcessCluster {
         self.running(i)?.signal(Signal::SIGCONT)
     }
 
+    /// SIGTERM node `i` (a graceful stop) and waits up to `deadline` for it to exit.
+    pub fn terminate(&mut self, i: usize, deadline: Duration) -> Result<()> {
+        self.running(i)?.terminate(deadline)?;
+        self.nodes[i].process = None;
+        Ok(())
+    }
+
+    /// Starts every node that is not running again on its data, all at once (each waits for its peers).
+    pub fn restart_all(&mut self) -> Result<()> {
+        let env = self.env.clone();
+        let starts: Vec<_> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.process.is_none())
+            .map(|(i, m)| {
+                let (binary, sub, config, env) = (self.binary.clone(), m.subcommand, m.config.clone(), env.clone());
+                (
+                    i,
+                    std::thread::spawn(move || {
+                        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                        NodeProcess::start_with_config(&binary, sub, &config, &env)
+                    }),
+                )
+            })
+            .collect();
+        for (i, s) in starts {
+            self.nodes[i].process = Some(s.join().map_err(|_| anyhow::anyhow!("a start thread panicked"))??);
+        }
+        Ok(())
+    }
+
     /// Starts node `i` again on its data.
     pub fn restart(&mut self, i: usize) -> Result<()> {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -237,6 +269,25 @@ impl ProcessCluster {
     pub fn isolate(&self, node: &str) {
         for p in self.links_of(node) {
             p.blackhole(None);
+        }
+    }
+
+    /// An asymmetric partition: every byte `node` sends is held back (its outgoing links forward, the
+    /// answers on links into it); what it receives still arrives.
+    pub fn silence(&self, node: &str) {
+        for (from, to, p) in &self.links {
+            if from == node {
+                p.blackhole(Some(crate::proxy::Direction::Forward));
+            } else if to == node {
+                p.blackhole(Some(crate::proxy::Direction::Backward));
+            }
+        }
+    }
+
+    /// Closes every open connection on every link.
+    pub fn reset_all(&self) {
+        for (_, _, p) in &self.links {
+            p.reset();
         }
     }
 

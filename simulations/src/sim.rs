@@ -15,6 +15,8 @@ pub mod workload;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -152,10 +154,46 @@ fn commit() -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Applies one fault action to the cluster.
-fn apply(cluster: &mut ProcessCluster, f: &FaultEvent) -> anyhow::Result<()> {
+/// Guarantees a run can break on purpose (`--break`), to prove that the checkers fail: each names the
+/// test-only environment switch the cluster is started with.
+pub const BREAKS: &[(&str, &str)] = &[("idempotency", "PLAYGROUND_BREAK_IDEMPOTENCY")];
+
+/// Applies one fault action to the cluster; `panic` is the workload's panic-injection switch.
+async fn apply(cluster: &mut ProcessCluster, f: &FaultEvent, panic: &AtomicBool) -> anyhow::Result<()> {
     let node = f.node.unwrap_or_default();
     match f.action {
+        Action::Silence => {
+            cluster.silence(&format!("node-{}", node + 1));
+            Ok(())
+        }
+        Action::Reset => {
+            cluster.reset_all();
+            Ok(())
+        }
+        Action::PanicOn | Action::PanicOff => {
+            panic.store(f.action == Action::PanicOn, Ordering::SeqCst);
+            Ok(())
+        }
+        Action::Terminate => tokio::task::block_in_place(|| cluster.terminate(node, Duration::from_secs(15))),
+        Action::RestartReady => {
+            tokio::task::block_in_place(|| cluster.restart(node))?;
+            let api = cluster.node(node);
+            crate::process::eventually(Duration::from_secs(30), &format!("node-{} is ready", node + 1), || async {
+                (api.get("/readyz", None).await.ok()?.status == 200).then_some(())
+            })
+            .await?;
+            cluster.wait_ready(Duration::from_secs(30)).await
+        }
+        Action::KillAll => {
+            for i in 0..cluster.nodes.len() {
+                cluster.kill9(i)?;
+            }
+            Ok(())
+        }
+        Action::RestartAll => {
+            tokio::task::block_in_place(|| cluster.restart_all())?;
+            cluster.wait_ready(Duration::from_secs(60)).await
+        }
         Action::Kill9 => cluster.kill9(node),
         // Starting a process blocks until it prints its address.
         Action::Restart => tokio::task::block_in_place(|| cluster.restart(node)),
@@ -179,11 +217,28 @@ fn apply(cluster: &mut ProcessCluster, f: &FaultEvent) -> anyhow::Result<()> {
 }
 
 /// Runs `scenario` with `seed` against a fresh proxied cluster of `binary`; writes `history.jsonl`,
-/// `report.json` and `report.md` into `out`.
-pub async fn run(binary: &Path, scenario: &str, seed: u64, out: &Path, duration: Duration) -> anyhow::Result<Report> {
+/// `report.json` and `report.md` into `out`. `breaks` names guarantees (of [`BREAKS`]) the cluster breaks on
+/// purpose; a run with any must fail its checks.
+pub async fn run(
+    binary: &Path,
+    scenario: &str,
+    seed: u64,
+    out: &Path,
+    duration: Duration,
+    breaks: &[String],
+) -> anyhow::Result<Report> {
     let mut timeline = schedule::schedule(scenario, seed, duration, NODES)?;
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-    let mut cluster = ProcessCluster::start_proxied(binary, NODES, GATEWAYS, SHARDS, &[]).await?;
+    let mut env = vec![];
+    if scenario == "panic" {
+        env.push(("PLAYGROUND_PANIC_INJECTION", "true"));
+    }
+    for b in breaks {
+        let var = BREAKS.iter().find(|(name, _)| name == b).map(|(_, var)| *var);
+        env.push((var.with_context(|| format!("unknown guarantee to break {b:?}"))?, "true"));
+    }
+    let mut cluster = ProcessCluster::start_proxied(binary, NODES, GATEWAYS, SHARDS, &env).await?;
+    let panic = Arc::new(AtomicBool::new(false));
     let gws: Vec<_> = (0..GATEWAYS).map(|i| cluster.gateway(i)).collect();
     let h = History::new(Instant::now());
 
@@ -200,7 +255,8 @@ pub async fn run(binary: &Path, scenario: &str, seed: u64, out: &Path, duration:
     let until = started + duration;
     let mut tasks = vec![];
     for (p, user) in users.iter().enumerate() {
-        tasks.push(tokio::spawn(workload::client(h.clone(), p as u64, gws.clone(), user.clone(), seed, until)));
+        let (h, gws, user, panic) = (h.clone(), gws.clone(), user.clone(), panic.clone());
+        tasks.push(tokio::spawn(workload::client(h, p as u64, gws, user, seed, until, panic)));
     }
     // Racing registrations: one early, one in the middle of the run (where the faults are).
     for (i, fraction) in [(0u64, 10u32), (1, 2)] {
@@ -215,7 +271,7 @@ pub async fn run(binary: &Path, scenario: &str, seed: u64, out: &Path, duration:
 
     for f in timeline.iter_mut() {
         tokio::time::sleep_until((started + Duration::from_millis(f.at)).into()).await;
-        apply(&mut cluster, f).with_context(|| format!("apply {f:?}"))?;
+        apply(&mut cluster, f, &panic).await.with_context(|| format!("apply {f:?}"))?;
         f.applied_at = Some(h.now());
     }
     for t in tasks {
@@ -243,6 +299,7 @@ pub async fn run(binary: &Path, scenario: &str, seed: u64, out: &Path, duration:
         check::duplicates(&orders),
         check::transitions(&orders),
         check::email_uniqueness(&events),
+        check::revocation(&events),
         live,
     ];
     history::write_jsonl(&out.join("history.jsonl"), &events)?;

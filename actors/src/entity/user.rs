@@ -339,7 +339,8 @@ async fn create_order(
 ) -> Result<OrderCreated, ApiError> {
     st.active()?;
     let fingerprint = order.fingerprint();
-    if let Some(k) = &idem {
+    // `break_idempotency` is a test-only switch that breaks I5 on purpose (see `FaultsConfig`).
+    if let Some(k) = idem.as_ref().filter(|_| !ctx.settings.break_idempotency) {
         if let Some(seen) = ctx.store.get::<IdempotencyRecord>(ctx.shard, &idempotency_key(key, k))? {
             if seen.fingerprint != fingerprint {
                 return Err(ApiError::IdempotencyKeyReused);

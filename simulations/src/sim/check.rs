@@ -140,6 +140,31 @@ pub fn email_uniqueness(events: &[Event]) -> Check {
     )
 }
 
+/// I6: once a logout is acknowledged, its token is refused: a request with it invoked after the
+/// acknowledgement must not succeed. The workload's `logout` events and `use_after_logout` events share
+/// their key (one per session).
+pub fn revocation(events: &[Event]) -> Check {
+    let acked: BTreeMap<&str, u64> =
+        events.iter().filter(|e| e.is("ok", "logout")).map(|e| (e.key.as_str(), e.at)).collect();
+    let mut uses = 0;
+    let violations = events
+        .iter()
+        .filter(|e| e.f == "use_after_logout" && e.kind != "invoke")
+        .filter_map(|e| {
+            let at = *acked.get(e.key.as_str())?;
+            (e.intended >= at).then_some(e)
+        })
+        .inspect(|_| uses += 1)
+        .filter(|e| e.kind == "ok")
+        .map(|e| format!("session {} logged out at {} ms was accepted at {} ms", e.key, acked[e.key.as_str()], e.at))
+        .collect();
+    check(
+        "revocation",
+        violations,
+        format!("{} acknowledged logouts, {uses} later uses of their tokens, all refused", acked.len()),
+    )
+}
+
 /// I7: after the last heal (`since`, ms), some request succeeds within the liveness bound. Returns the check
 /// and the recovery time.
 pub fn liveness(events: &[Event], since: u64) -> (Check, Option<u64>) {
@@ -211,6 +236,13 @@ mod tests {
         let twice = vec![ev("ok", "register", "a@x", json!({}), 1), ev("ok", "register", "a@x", json!({}), 2)];
         assert!(!email_uniqueness(&twice).passed);
         assert!(email_uniqueness(&twice[..1]).passed);
+        let logout = ev("ok", "logout", "s1", json!({}), 10);
+        let refused = ev("fail", "use_after_logout", "s1", json!({}), 12);
+        let accepted = Event { intended: 11, ..ev("ok", "use_after_logout", "s1", json!({}), 12) };
+        assert!(revocation(&[logout.clone(), refused]).passed);
+        assert!(!revocation(&[logout.clone(), accepted]).passed);
+        let before = Event { intended: 5, ..ev("ok", "use_after_logout", "s1", json!({}), 12) };
+        assert!(revocation(&[logout, before]).passed, "a use invoked before the acknowledgement may succeed");
         assert!(!liveness(&[ev("ok", "read", "o", json!({}), 20_000)], 5_000).0.passed);
         assert!(liveness(&[ev("ok", "read", "o", json!({}), 6_000)], 5_000).0.passed);
     }

@@ -13,6 +13,11 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("pause", "SIGSTOP a random node for 5 s, then SIGCONT"),
     ("isolate", "black-hole every link of a random node for 5 s, then heal"),
     ("latency", "delay with jitter on every link"),
+    ("partition", "black-hole everything a random node sends (asymmetric) for up to 5 s, then heal"),
+    ("reset", "reset every link's open connections a few times"),
+    ("panic", "a share of pays, cancels and reads make their entity panic, for up to 5 s"),
+    ("rolling", "restart each node in turn (SIGTERM, restart, wait for readiness)"),
+    ("drill", "kill -9 every node mid-burst, then restart them all"),
 ];
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -23,14 +28,39 @@ pub enum Action {
     Freeze,
     Thaw,
     Isolate,
-    Delay { delay_ms: u64, jitter_ms: u64 },
+    Delay {
+        delay_ms: u64,
+        jitter_ms: u64,
+    },
     Heal,
+    /// Black-hole everything the node sends.
+    Silence,
+    /// Close every open connection on every link.
+    Reset,
+    /// Start / stop sending `X-Fault-Inject: panic` on a share of the workload's requests.
+    PanicOn,
+    PanicOff,
+    /// SIGTERM, and wait for the exit.
+    Terminate,
+    /// Restart and wait until the cluster is ready again.
+    RestartReady,
+    KillAll,
+    RestartAll,
 }
 
 impl Action {
     /// Whether this action ends a fault.
     pub fn heals(&self) -> bool {
-        matches!(self, Action::Restart | Action::Thaw | Action::Heal)
+        matches!(
+            self,
+            Action::Restart
+                | Action::Thaw
+                | Action::Heal
+                | Action::Reset
+                | Action::PanicOff
+                | Action::RestartReady
+                | Action::RestartAll
+        )
     }
 }
 
@@ -73,6 +103,29 @@ pub fn schedule(scenario: &str, seed: u64, duration: Duration, nodes: usize) -> 
                 event(total / 10, Action::Delay { delay_ms, jitter_ms }, None),
                 event(total * 4 / 5, Action::Heal, None),
             ]
+        }
+        "partition" => vec![event(start, Action::Silence, Some(node)), event(start + length, Action::Heal, None)],
+        "reset" => {
+            let mut at: Vec<u64> =
+                (0..rng.gen_range(3..=5)).map(|_| rng.gen_range(total / 10..=total * 4 / 5)).collect();
+            at.sort_unstable();
+            at.into_iter().map(|t| event(t, Action::Reset, None)).collect()
+        }
+        "panic" => vec![event(start, Action::PanicOn, None), event(start + length, Action::PanicOff, None)],
+        "rolling" => {
+            // Each node in turn, from a seeded first one, in slots over the first four fifths of the run.
+            let slot = (total * 7 / 10) / nodes.max(1) as u64;
+            (0..nodes)
+                .flat_map(|k| {
+                    let i = (node + k) % nodes;
+                    let at = total / 10 + k as u64 * slot;
+                    [event(at, Action::Terminate, Some(i)), event(at + slot / 4, Action::RestartReady, Some(i))]
+                })
+                .collect()
+        }
+        "drill" => {
+            let down = rng.gen_range(500..=2_000);
+            vec![event(start, Action::KillAll, None), event(start + down, Action::RestartAll, None)]
         }
         other => anyhow::bail!(
             "unknown scenario {other:?} (one of: {})",

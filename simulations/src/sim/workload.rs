@@ -3,6 +3,8 @@
 //! outcome is unknown; each order's sku is its key, so that the checkers can find duplicates.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -27,6 +29,9 @@ pub struct User {
     pub token: String,
 }
 
+/// The header that makes the entity handling a request panic (on a node with `faults.panic_injection`).
+const PANIC: (&str, &str) = ("x-fault-inject", "panic");
+
 /// Invokes one operation and records its invocation and completion; returns the completion type and the
 /// response (if any).
 async fn call<Fut>(
@@ -37,6 +42,24 @@ async fn call<Fut>(
     args: Value,
     describe: impl FnOnce(&Response) -> Value,
     request: Fut,
+) -> (&'static str, Option<Response>)
+where
+    Fut: Future<Output = anyhow::Result<Response>>,
+{
+    call_as(h, process, f, key, args, describe, request, false).await
+}
+
+/// Like [`call`]; with `unknown` (a request that asked its entity to panic) every completion is `info`.
+#[allow(clippy::too_many_arguments)]
+async fn call_as<Fut>(
+    h: &History,
+    process: u64,
+    f: &str,
+    key: &str,
+    args: Value,
+    describe: impl FnOnce(&Response) -> Value,
+    request: Fut,
+    unknown: bool,
 ) -> (&'static str, Option<Response>)
 where
     Fut: Future<Output = anyhow::Result<Response>>,
@@ -62,6 +85,7 @@ where
             _ => ("fail", json!({"status": r.status, "code": r.code()}), Some(r)),
         },
     };
+    let kind = if unknown { "info" } else { kind };
     h.push(event(kind, value, h.now()));
     (kind, response)
 }
@@ -156,52 +180,111 @@ pub async fn create_order(
     }
 }
 
-async fn transition(h: &History, process: u64, gw: &Api, user: &User, id: &str, action: &str) {
+async fn transition(h: &History, process: u64, gw: &Api, user: &User, id: &str, action: &str, panic: bool) {
     let path = format!("/v1/orders/{id}/{action}");
-    call(
+    let headers: &[(&str, &str)] = if panic { &[PANIC] } else { &[] };
+    call_as(
         h,
         process,
         action,
         id,
-        json!({"id": id}),
+        json!({"id": id, "panic": panic}),
         |r| json!({"id": id, "status": r.json()["status"]}),
-        gw.send(Method::POST, &path, Some(&user.token), None, &[]),
+        gw.send(Method::POST, &path, Some(&user.token), None, headers),
+        panic,
     )
     .await;
 }
 
-/// One client: a seeded mix of creates, pays, cancels and reads until `until`.
-pub async fn client(h: History, process: u64, gws: Vec<Api>, user: User, seed: u64, until: Instant) {
+/// A session's life: log in, log out, and after the logout is acknowledged use its token again, through
+/// every gateway (I6: each use must be refused). `tag` names the session in the history.
+async fn session_cycle(h: &History, process: u64, gws: &[Api], user: &User, tag: &str) {
+    let gw = &gws[process as usize % gws.len()];
+    let body = json!({"email": user.email, "password": PASSWORD});
+    let (kind, r) = call(
+        h,
+        process,
+        "login",
+        tag,
+        json!({"email": user.email}),
+        |_| Value::Null,
+        gw.post("/v1/sessions", None, &body),
+    )
+    .await;
+    let token = match (kind, r) {
+        ("ok", Some(r)) => r.field("token"),
+        _ => return,
+    };
+    let (kind, _) =
+        call(h, process, "logout", tag, Value::Null, |_| Value::Null, gw.delete("/v1/sessions/current", Some(&token)))
+            .await;
+    if kind != "ok" {
+        return;
+    }
+    for gw in gws {
+        call(
+            h,
+            process,
+            "use_after_logout",
+            tag,
+            json!({"gateway": gw.base()}),
+            |r| json!({"status": r.status}),
+            gw.get("/v1/sessions/current", Some(&token)),
+        )
+        .await;
+    }
+}
+
+/// One client: a seeded mix of creates (some repeating an earlier key on purpose), pays, cancels, reads,
+/// lists and login/logout cycles until `until`. While `panic` is on, a share of its pays, cancels and reads
+/// ask their entity to panic.
+pub async fn client(
+    h: History,
+    process: u64,
+    gws: Vec<Api>,
+    user: User,
+    seed: u64,
+    until: Instant,
+    panic: Arc<AtomicBool>,
+) {
     let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(process));
     let mut orders: Vec<String> = vec![];
     let mut n = 0;
+    let mut sessions = 0;
     while Instant::now() < until {
         let gw = &gws[rng.gen_range(0..gws.len())];
         let roll = rng.gen_range(0..100);
-        if roll < 40 || orders.is_empty() {
+        let inject = panic.load(Ordering::SeqCst) && rng.gen_range(0..100) < 30;
+        if roll < 36 || orders.is_empty() {
             let key = format!("p{process}-{n}");
             n += 1;
             if let Some(id) = create_order(&h, process, &gws, &user, &key, until + RETRY_GRACE).await {
                 orders.push(id);
             }
+        } else if roll < 40 {
+            // The same key again, on purpose: it must give back the same order (I5).
+            let key = format!("p{process}-{}", rng.gen_range(0..n));
+            create_order(&h, process, &gws, &user, &key, until + RETRY_GRACE).await;
         } else if roll < 75 {
             let id = orders[rng.gen_range(0..orders.len())].clone();
             let action = if roll < 60 { "pay" } else { "cancel" };
-            transition(&h, process, gw, &user, &id, action).await;
-        } else if roll < 90 {
+            transition(&h, process, gw, &user, &id, action, inject).await;
+        } else if roll < 88 {
             let id = orders[rng.gen_range(0..orders.len())].clone();
             let path = format!("/v1/orders/{id}");
-            call(
+            let headers: &[(&str, &str)] = if inject { &[PANIC] } else { &[] };
+            call_as(
                 &h,
                 process,
                 "read",
                 &id,
-                json!({"id": id}),
+                json!({"id": id, "panic": inject}),
                 |r| json!({"status": r.json()["status"]}),
-                gw.get(&path, Some(&user.token)),
+                gw.send(Method::GET, &path, Some(&user.token), None, headers),
+                inject,
             )
             .await;
-        } else {
+        } else if roll < 96 {
             let path = format!("/v1/users/{}/orders?limit=100", user.id);
             call(
                 &h,
@@ -213,6 +296,10 @@ pub async fn client(h: History, process: u64, gws: Vec<Api>, user: User, seed: u
                 gw.get(&path, Some(&user.token)),
             )
             .await;
+        } else {
+            let tag = format!("p{process}-s{sessions}");
+            sessions += 1;
+            session_cycle(&h, process, &gws, &user, &tag).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(10..40))).await;
     }
