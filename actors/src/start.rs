@@ -238,6 +238,13 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
             (raft.clone(), Some(raft))
         }
     };
+    if config.faults.panic_injection || config.faults.break_idempotency {
+        tracing::warn!(
+            panic_injection = config.faults.panic_injection,
+            break_idempotency = config.faults.break_idempotency,
+            "test-only fault switches are on: never run this configuration in production"
+        );
+    }
     let settings = Arc::new(Settings {
         panic_injection: config.faults.panic_injection,
         break_idempotency: config.faults.break_idempotency,
