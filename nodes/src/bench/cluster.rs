@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -136,30 +136,19 @@ impl ClusterProcess {
 }
 
 fn spawn(dir: &Path, argon2_memory_kib: Option<u32>, shards: Option<u32>) -> Result<Child> {
-    let exe = std::env::current_exe().context("find the playground binary")?;
-    let log = std::fs::File::create(dir.join("cluster.log")).context("create the cluster's log file")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("up")
-        .arg("--nodes")
-        .arg(NODES.to_string())
-        .arg("--gateways")
-        .arg("1")
-        .arg("--http")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    // The caller's settings would make the measured cluster differ from the documented one.
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("PLAYGROUND_") {
-            cmd.env_remove(var);
-        }
-    }
-    if let Some(kib) = argon2_memory_kib {
-        cmd.env("PLAYGROUND_ARGON2_MEMORY_KIB", kib.to_string());
-    }
+    let (data, nodes) = (dir.join("data"), NODES.to_string());
+    let args = [
+        "up".as_ref(),
+        "--nodes".as_ref(),
+        nodes.as_ref(),
+        "--gateways".as_ref(),
+        "1".as_ref(),
+        "--http".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ];
+    let mut cmd = super::targets::product_command(&args, &dir.join("cluster.log"), argon2_memory_kib)?;
     if let Some(shards) = shards {
         cmd.env("PLAYGROUND_SHARDS", shards.to_string());
     }

@@ -104,19 +104,17 @@ impl NodeProcess {
     }
 }
 
-fn spawn(dir: &std::path::Path, argon2_memory_kib: Option<u32>) -> Result<Child> {
+/// The `playground` binary run with `args`, its stdout piped, its stderr into `log`, and none of the
+/// caller's `PLAYGROUND_*` settings: they would make what is measured differ from what is documented.
+pub(super) fn product_command(
+    args: &[&std::ffi::OsStr],
+    log: &std::path::Path,
+    argon2_memory_kib: Option<u32>,
+) -> Result<Command> {
     let exe = std::env::current_exe().context("find the playground binary")?;
-    let log = std::fs::File::create(dir.join("node.log")).context("create the node's log file")?;
+    let log = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("node")
-        .arg("--http")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    // The caller's settings would make the measured node differ from the documented one.
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     for (var, _) in std::env::vars_os() {
         if var.to_string_lossy().starts_with("PLAYGROUND_") {
             cmd.env_remove(var);
@@ -125,7 +123,13 @@ fn spawn(dir: &std::path::Path, argon2_memory_kib: Option<u32>) -> Result<Child>
     if let Some(kib) = argon2_memory_kib {
         cmd.env("PLAYGROUND_ARGON2_MEMORY_KIB", kib.to_string());
     }
-    cmd.spawn().context("start the node process")
+    Ok(cmd)
+}
+
+fn spawn(dir: &std::path::Path, argon2_memory_kib: Option<u32>) -> Result<Child> {
+    let data = dir.join("data");
+    let args = ["node".as_ref(), "--http".as_ref(), "127.0.0.1:0".as_ref(), "--data-dir".as_ref(), data.as_os_str()];
+    product_command(&args, &dir.join("node.log"), argon2_memory_kib)?.spawn().context("start the node process")
 }
 
 impl Drop for NodeProcess {
