@@ -70,7 +70,7 @@ impl CallHandler for Echo {
 fn transport_peer() {
     let Ok(spec) = std::env::var(PEER_ENV) else { return };
     let spec: PeerSpec = serde_json::from_str(&spec).expect("peer spec");
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("info").try_init();
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("warn").try_init();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
         let parent = cluster_config::parse_seed(&spec.parent).expect("parent seed");

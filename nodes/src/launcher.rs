@@ -74,9 +74,18 @@ struct ChildSpec {
     serves_api: bool,
 }
 
-/// A free loopback port. Another process may take it before the child binds it; the child then fails
+/// A free loopback port below Linux's ephemeral range (32768 and up), so that outgoing connections
+/// cannot take it between now and the child binding it. Another process still may; the child then fails
 /// to start with a message naming the address, and is started again.
 fn free_port() -> Result<u16> {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let port = rng.gen_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -59,7 +59,8 @@ fn sim_lists_its_scenarios_and_refuses_unknown_ones() {
     let list = Command::new(BIN).args(["sim", "list"]).output().expect("sim list");
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success());
-    for s in ["baseline", "kill", "pause", "isolate", "latency", "partition", "reset", "panic", "rolling", "drill"] {
+    let names = "baseline kill pause isolate latency partition reset panic rolling drill skew overload";
+    for s in names.split(' ') {
         assert!(text.contains(s), "{text}");
     }
     let bad = Command::new(BIN).args(["sim", "nope"]).output().expect("sim nope");

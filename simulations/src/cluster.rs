@@ -20,6 +20,8 @@ pub struct Member {
     pub name: String,
     subcommand: &'static str,
     config: PathBuf,
+    /// Environment of this member only, after the cluster's (e.g. a skewed clock).
+    env: Vec<(String, String)>,
     pub process: Option<NodeProcess>,
 }
 
@@ -44,7 +46,18 @@ pub struct ProcessCluster {
     pub links: Vec<(String, String, FaultProxy)>,
 }
 
+/// A free port for a member's cluster listener, below Linux's ephemeral range (32768 and up): a port
+/// handed out by `bind(0)` and released could be taken by any outgoing connection before the member
+/// binds it, and many connections are opening while clusters start in parallel tests.
 fn free_port() -> Result<u16> {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let port = rng.gen_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -86,7 +99,7 @@ impl ProcessCluster {
         shards: u32,
         env: &[(&str, &str)],
     ) -> Result<Self> {
-        Self::start_with(binary, nodes, gateways, shards, env, false).await
+        Self::start_with(binary, nodes, gateways, shards, env, &[], false).await
     }
 
     /// Like [`ProcessCluster::start`], but every member reaches every node through a fault proxy of its
@@ -98,15 +111,62 @@ impl ProcessCluster {
         shards: u32,
         env: &[(&str, &str)],
     ) -> Result<Self> {
-        Self::start_with(binary, nodes, gateways, shards, env, true).await
+        Self::start_with(binary, nodes, gateways, shards, env, &[], true).await
     }
 
+    /// Like [`ProcessCluster::start_proxied`], with extra environment for some nodes only: `(node index,
+    /// name, value)`, kept across restarts.
+    pub async fn start_proxied_with_node_env(
+        binary: &Path,
+        nodes: usize,
+        gateways: usize,
+        shards: u32,
+        env: &[(&str, &str)],
+        node_env: &[(usize, &str, &str)],
+    ) -> Result<Self> {
+        Self::start_with(binary, nodes, gateways, shards, env, node_env, true).await
+    }
+
+    /// The pids of the nodes that are running, by node index.
+    pub fn node_pids(&self) -> Vec<(usize, u32)> {
+        self.nodes.iter().enumerate().filter_map(|(i, m)| Some((i, m.process.as_ref()?.pid()))).collect()
+    }
+
+    /// The environment member `m` starts with: the cluster's, then its own.
+    fn env_of(&self, m: &Member) -> Vec<(String, String)> {
+        self.env.iter().chain(m.env.iter()).cloned().collect()
+    }
+
+    /// Starts the cluster, again with other ports if a member could not bind its own (another process
+    /// took the port between its choice and the member's start).
     async fn start_with(
         binary: &Path,
         nodes: usize,
         gateways: usize,
         shards: u32,
         env: &[(&str, &str)],
+        node_env: &[(usize, &str, &str)],
+        proxied: bool,
+    ) -> Result<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(binary, nodes, gateways, shards, env, node_env, proxied).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("exited before") => {
+                    eprintln!("cluster start failed ({e:#}); trying again with other ports");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(
+        binary: &Path,
+        nodes: usize,
+        gateways: usize,
+        shards: u32,
+        env: &[(&str, &str)],
+        node_env: &[(usize, &str, &str)],
         proxied: bool,
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -133,13 +193,19 @@ impl ProcessCluster {
                 }
             }
             std::fs::write(&config, config_text(&name, dir.path(), port, &own_seeds, shards))?;
-            Ok(Member { name, subcommand, config, process: None })
+            Ok(Member { name, subcommand, config, env: vec![], process: None })
         };
         let node_members =
             (0..nodes).map(|i| member(format!("node-{}", i + 1), "node", ports[i])).collect::<Result<Vec<_>>>()?;
         let gateway_members = (0..gateways)
             .map(|j| member(format!("gateway-{}", j + 1), "gateway", free_port()?))
             .collect::<Result<Vec<_>>>()?;
+        let mut node_members = node_members;
+        for (i, k, v) in node_env {
+            if let Some(m) = node_members.get_mut(*i) {
+                m.env.push(((*k).to_owned(), (*v).to_owned()));
+            }
+        }
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let mut cluster = ProcessCluster {
             binary: binary.to_owned(),
@@ -151,13 +217,12 @@ impl ProcessCluster {
         };
         // Nodes start at once: each waits for its peers to elect leaders.
         let binary = cluster.binary.clone();
-        let env: Vec<(String, String)> = cluster.env.clone();
         let starts: Vec<_> = cluster
             .nodes
             .iter()
             .chain(cluster.gateways.iter())
             .map(|m| {
-                let (binary, sub, config, env) = (binary.clone(), m.subcommand, m.config.clone(), env.clone());
+                let (binary, sub, config, env) = (binary.clone(), m.subcommand, m.config.clone(), cluster.env_of(m));
                 std::thread::spawn(move || {
                     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                     NodeProcess::start_with_config(&binary, sub, &config, &env)
@@ -222,14 +287,13 @@ impl ProcessCluster {
 
     /// Starts every node that is not running again on its data, all at once (each waits for its peers).
     pub fn restart_all(&mut self) -> Result<()> {
-        let env = self.env.clone();
         let starts: Vec<_> = self
             .nodes
             .iter()
             .enumerate()
             .filter(|(_, m)| m.process.is_none())
             .map(|(i, m)| {
-                let (binary, sub, config, env) = (self.binary.clone(), m.subcommand, m.config.clone(), env.clone());
+                let (binary, sub, config, env) = (self.binary.clone(), m.subcommand, m.config.clone(), self.env_of(m));
                 (
                     i,
                     std::thread::spawn(move || {
@@ -247,7 +311,8 @@ impl ProcessCluster {
 
     /// Starts node `i` again on its data.
     pub fn restart(&mut self, i: usize) -> Result<()> {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env = self.env_of(&self.nodes[i]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let m = &mut self.nodes[i];
         m.process = Some(NodeProcess::start_with_config(&self.binary, m.subcommand, &m.config, &env)?);
         Ok(())

@@ -59,7 +59,10 @@ fn wait_for_line(rx: &mpsc::Receiver<String>, marker: &str, deadline: Duration) 
                     return Ok(line[pos + marker.len()..].trim().to_owned());
                 }
             }
-            Err(_) => bail!("no line containing {marker:?} within {deadline:?}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!("no line containing {marker:?} within {deadline:?}"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the process exited before printing a line containing {marker:?}")
+            }
         }
     }
 }

@@ -6,10 +6,12 @@
 //! - `workload`: the client tasks and the final read-back.
 //! - `history`: events and the JSONL history.
 //! - `check`: the checkers.
+//! - `windows`: availability, latency and recovery around each fault.
 
 pub mod check;
 pub mod history;
 pub mod schedule;
+pub mod windows;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -32,10 +34,15 @@ const NODES: usize = 3;
 const GATEWAYS: usize = 2;
 const SHARDS: u32 = 8;
 const CLIENTS: u64 = 4;
+/// Client tasks of the `overload` scenario (over the same users), and the in-flight limit of its gateways.
+const OVERLOAD_CLIENTS: u64 = 64;
+const OVERLOAD_MAX_IN_FLIGHT: &str = "16";
+/// The test-only variable that shifts a process's wall clock (`actors::ids::CLOCK_SKEW_ENV`).
+const CLOCK_SKEW_ENV: &str = "PLAYGROUND_CLOCK_SKEW_MS";
 /// Registrations racing for each contested email.
 const RACERS: u64 = 3;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Percentiles {
     pub count: usize,
     pub p50_ms: u64,
@@ -57,6 +64,10 @@ pub struct Report {
     /// Latency of ok operations by function, from the intended send time.
     pub latency: BTreeMap<String, Percentiles>,
     pub recovery_ms: Option<u64>,
+    /// For each fault of the timeline: availability and latency before, during and after it, and the
+    /// recovery times once it ended.
+    #[serde(default)]
+    pub faults: Vec<windows::FaultWindows>,
     pub checks: Vec<Check>,
 }
 
@@ -82,6 +93,20 @@ impl Report {
         }
         if let Some(all) = self.latency.get("all") {
             let _ = writeln!(s, "  latency of ok operations: p50 {} ms, p99 {} ms", all.p50_ms, all.p99_ms);
+        }
+        for f in &self.faults {
+            let pct = |a: Option<f64>| a.map(|a| format!("{:.1} %", a * 100.0)).unwrap_or_else(|| "-".into());
+            let ms = |r: Option<u64>| r.map(|r| format!("{r} ms")).unwrap_or_else(|| "not within the run".into());
+            let _ = writeln!(
+                s,
+                "  {}: availability before/during/after {} / {} / {}, first ok {}, throughput back {} after it",
+                f.fault,
+                pct(f.before.availability),
+                pct(f.during.availability),
+                pct(f.after.availability),
+                ms(f.first_ok_ms),
+                ms(f.throughput_ms),
+            );
         }
         for c in &self.checks {
             let _ = writeln!(s, "  {} {}: {}", if c.passed { "PASS" } else { "FAIL" }, c.name, c.detail);
@@ -111,9 +136,51 @@ impl Report {
         for (f, p) in &self.latency {
             let _ = writeln!(s, "| {f} | {} | {} | {} |", p.count, p.p50_ms, p.p99_ms);
         }
+        if !self.faults.is_empty() {
+            s.push_str(&self.fault_table());
+        }
         s.push_str("\n## Checks\n\n| check | result | detail |\n|---|---|---|\n");
         for c in &self.checks {
             let _ = writeln!(s, "| {} | {} | {} |", c.name, if c.passed { "pass" } else { "FAIL" }, c.detail);
+        }
+        s
+    }
+}
+
+impl Report {
+    /// The per-fault table of the Markdown report.
+    fn fault_table(&self) -> String {
+        let rel = |ms: u64| ms.saturating_sub(self.workload_started_at);
+        let avail = |w: &windows::Window| match w.availability {
+            Some(a) => format!("{:.1} % ({}/{})", a * 100.0, w.ok, w.ok + w.fail + w.info),
+            None => "no operations".to_owned(),
+        };
+        let lat = |w: &windows::Window| format!("{} / {}", w.latency.p50_ms, w.latency.p99_ms);
+        let rec = |r: Option<u64>| r.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "not within the run".into());
+        let mut s = String::from(
+            "\n## Faults: availability, latency and recovery\n\nTimes in ms since the workload started; operations \
+             by intended send time; latency p50 / p99 of ok operations, in ms; throughput is ok operations per \
+             500 ms bucket, recovered at 90 % of its mean before the fault.\n\n\
+             | fault | node | start | end | availability before | during | after | latency before | during | \
+             after | first ok after | throughput recovered after |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for f in &self.faults {
+            let node = f.node.map(|n| format!("node-{}", n + 1)).unwrap_or_else(|| "all".into());
+            let _ = writeln!(
+                s,
+                "| {} | {node} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.fault,
+                rel(f.start),
+                rel(f.end),
+                avail(&f.before),
+                avail(&f.during),
+                avail(&f.after),
+                lat(&f.before),
+                lat(&f.during),
+                lat(&f.after),
+                rec(f.first_ok_ms),
+                rec(f.throughput_ms),
+            );
         }
         s
     }
@@ -213,6 +280,29 @@ async fn apply(cluster: &mut ProcessCluster, f: &FaultEvent, panic: &AtomicBool)
             cluster.heal();
             Ok(())
         }
+        // In effect since the node started.
+        Action::Skew { .. } => Ok(()),
+    }
+}
+
+/// Samples the resident memory of each pid every second until `until`; returns the largest sample of each
+/// node (index, KiB) and the number of sampling rounds.
+async fn sample_rss(pids: Vec<(usize, u32)>, until: Instant) -> (Vec<(usize, u64)>, usize) {
+    let mut peak: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut rounds = 0;
+    loop {
+        for (i, pid) in &pids {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if let Some(kib) = check::vm_rss_kib(&status) {
+                let p = peak.entry(*i).or_default();
+                *p = (*p).max(kib);
+            }
+        }
+        rounds += 1;
+        if Instant::now() >= until {
+            return (peak.into_iter().collect(), rounds);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -233,11 +323,25 @@ pub async fn run(
     if scenario == "panic" {
         env.push(("PLAYGROUND_PANIC_INJECTION", "true"));
     }
+    let overload = scenario == "overload";
+    if overload {
+        env.push(("PLAYGROUND_MAX_IN_FLIGHT", OVERLOAD_MAX_IN_FLIGHT));
+    }
+    // A skewed clock is set when its node starts (and kept across restarts).
+    let skews: Vec<(usize, String)> = timeline
+        .iter()
+        .filter_map(|f| match f.action {
+            Action::Skew { skew_ms } => Some((f.node.unwrap_or_default(), skew_ms.to_string())),
+            _ => None,
+        })
+        .collect();
+    let node_env: Vec<(usize, &str, &str)> = skews.iter().map(|(i, ms)| (*i, CLOCK_SKEW_ENV, ms.as_str())).collect();
     for b in breaks {
         let var = BREAKS.iter().find(|(name, _)| name == b).map(|(_, var)| *var);
         env.push((var.with_context(|| format!("unknown guarantee to break {b:?}"))?, "true"));
     }
-    let mut cluster = ProcessCluster::start_proxied(binary, NODES, GATEWAYS, SHARDS, &env).await?;
+    let mut cluster =
+        ProcessCluster::start_proxied_with_node_env(binary, NODES, GATEWAYS, SHARDS, &env, &node_env).await?;
     let panic = Arc::new(AtomicBool::new(false));
     let gws: Vec<_> = (0..GATEWAYS).map(|i| cluster.gateway(i)).collect();
     let h = History::new(Instant::now());
@@ -253,10 +357,15 @@ pub async fn run(
     let started = Instant::now();
     let workload_started_at = h.now();
     let until = started + duration;
+    let rss = overload.then(|| tokio::spawn(sample_rss(cluster.node_pids(), until)));
     let mut tasks = vec![];
-    for (p, user) in users.iter().enumerate() {
-        let (h, gws, user, panic) = (h.clone(), gws.clone(), user.clone(), panic.clone());
-        tasks.push(tokio::spawn(workload::client(h, p as u64, gws, user, seed, until, panic)));
+    let clients = if overload { OVERLOAD_CLIENTS } else { CLIENTS };
+    for p in 0..clients {
+        let user = users[p as usize % users.len()].clone();
+        // Processes past the users' own are numbered after the racers and the liveness probe.
+        let process = if p < CLIENTS { p } else { p + CLIENTS + 1 + 2 * RACERS };
+        let (h, gws, panic) = (h.clone(), gws.clone(), panic.clone());
+        tasks.push(tokio::spawn(workload::client(h, process, gws, user, seed, until, panic, !overload)));
     }
     // Racing registrations: one early, one in the middle of the run (where the faults are).
     for (i, fraction) in [(0u64, 10u32), (1, 2)] {
@@ -294,7 +403,7 @@ pub async fn run(
 
     let events = h.events();
     let (live, recovery_ms) = check::liveness(&events, since);
-    let checks = vec![
+    let mut checks = vec![
         check::lost_writes(&events, &orders),
         check::duplicates(&orders),
         check::transitions(&orders),
@@ -302,7 +411,13 @@ pub async fn run(
         check::revocation(&events),
         live,
     ];
+    if let Some(rss) = rss {
+        let (peak, samples) = rss.await.context("the memory sampler failed")?;
+        checks.push(check::shedding(&events, &peak, samples));
+    }
     history::write_jsonl(&out.join("history.jsonl"), &events)?;
+    let workload_ended_at = workload_started_at + duration.as_millis() as u64;
+    let faults = windows::per_fault(&events, &timeline, workload_started_at, workload_ended_at);
     let report = Report {
         scenario: scenario.to_owned(),
         seed,
@@ -313,6 +428,7 @@ pub async fn run(
         counts: counts(&events),
         latency: latency(&events),
         recovery_ms,
+        faults,
         checks,
     };
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;

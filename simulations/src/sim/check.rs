@@ -178,6 +178,46 @@ pub fn liveness(events: &[Event], since: u64) -> (Check, Option<u64>) {
     (check("liveness", violations, detail), recovery)
 }
 
+/// The resident-memory bound of a node under overload, in KiB.
+pub const RSS_BOUND_KIB: u64 = 512 * 1024;
+
+/// Overload: the cluster sheds (some 503 or 429 was seen), fails no other way than 503/504, and each node's
+/// resident memory stayed under [`RSS_BOUND_KIB`]. `rss` is the largest sample of each node (index, KiB) and
+/// `samples` how many were taken.
+pub fn shedding(events: &[Event], rss: &[(usize, u64)], samples: usize) -> Check {
+    let status = |e: &Event| e.value["status"].as_u64();
+    let shed = events.iter().filter(|e| e.kind != "invoke" && matches!(status(e), Some(503 | 429))).count();
+    let mut violations = vec![];
+    if shed == 0 {
+        violations.push("no request was shed (no 503 or 429)".to_owned());
+    }
+    for e in events.iter().filter(|e| e.kind != "invoke") {
+        if let Some(s @ 500..=599) = status(e) {
+            if s != 503 && s != 504 {
+                violations.push(format!("{} answered {s} at {} ms", e.f, e.at));
+            }
+        }
+    }
+    if samples == 0 {
+        violations.push("no memory sample was taken".to_owned());
+    }
+    for (node, kib) in rss.iter().filter(|(_, kib)| *kib >= RSS_BOUND_KIB) {
+        violations.push(format!("node-{} reached {} MiB resident", node + 1, kib / 1024));
+    }
+    let peak: Vec<String> = rss.iter().map(|(n, kib)| format!("node-{} {} MiB", n + 1, kib / 1024)).collect();
+    let detail = format!(
+        "{shed} requests shed, no other 5xx than 503/504, peak resident memory over {samples} samples: {}",
+        peak.join(", ")
+    );
+    check("shedding", violations, detail)
+}
+
+/// `VmRSS` of a `/proc/<pid>/status` text, in KiB.
+pub fn vm_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -245,5 +285,22 @@ mod tests {
         assert!(revocation(&[logout, before]).passed, "a use invoked before the acknowledgement may succeed");
         assert!(!liveness(&[ev("ok", "read", "o", json!({}), 20_000)], 5_000).0.passed);
         assert!(liveness(&[ev("ok", "read", "o", json!({}), 6_000)], 5_000).0.passed);
+    }
+
+    #[test]
+    fn shedding_needs_a_refusal_no_other_5xx_and_bounded_memory() {
+        let shed = ev("fail", "read", "o", json!({"status": 503}), 1);
+        let limited = ev("fail", "read", "o", json!({"status": 429}), 1);
+        let timeout = ev("info", "read", "o", json!({"status": 504}), 2);
+        let broken = ev("info", "read", "o", json!({"status": 500}), 3);
+        let rss = [(0, 100 * 1024), (1, 90 * 1024)];
+        assert!(shedding(&[shed.clone(), timeout.clone()], &rss, 5).passed);
+        assert!(shedding(&[limited], &rss, 5).passed);
+        assert!(!shedding(&[timeout], &rss, 5).passed, "nothing shed");
+        assert!(!shedding(&[shed.clone(), broken], &rss, 5).passed, "a 500");
+        assert!(!shedding(std::slice::from_ref(&shed), &[(0, RSS_BOUND_KIB)], 5).passed, "too much memory");
+        assert!(!shedding(&[shed], &rss, 0).passed, "no samples");
+        assert_eq!(vm_rss_kib("Name:\tplayground\nVmRSS:\t   41236 kB\nVmData: 1 kB\n"), Some(41_236));
+        assert_eq!(vm_rss_kib("Name: x\n"), None);
     }
 }

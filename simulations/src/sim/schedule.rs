@@ -18,6 +18,8 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("panic", "a share of pays, cancels and reads make their entity panic, for up to 5 s"),
     ("rolling", "restart each node in turn (SIGTERM, restart, wait for readiness)"),
     ("drill", "kill -9 every node mid-burst, then restart them all"),
+    ("skew", "a random node runs with its wall clock shifted by 2-10 s, either way, for the whole run"),
+    ("overload", "64 clients without think time against gateways admitting 16 requests in flight: shedding"),
 ];
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -46,6 +48,11 @@ pub enum Action {
     RestartReady,
     KillAll,
     RestartAll,
+    /// The node runs with its wall clock shifted by `skew_ms` (signed) from its start: set through the
+    /// test-only `PLAYGROUND_CLOCK_SKEW_MS` when the cluster starts, so applying it does nothing.
+    Skew {
+        skew_ms: i64,
+    },
 }
 
 impl Action {
@@ -123,6 +130,11 @@ pub fn schedule(scenario: &str, seed: u64, duration: Duration, nodes: usize) -> 
                 })
                 .collect()
         }
+        "skew" => {
+            let skew_ms = rng.gen_range(2_000..=10_000) * if rng.gen_bool(0.5) { 1 } else { -1 };
+            vec![event(0, Action::Skew { skew_ms }, Some(node))]
+        }
+        "overload" => vec![],
         "drill" => {
             let down = rng.gen_range(500..=2_000);
             vec![event(start, Action::KillAll, None), event(start + down, Action::RestartAll, None)]
@@ -155,5 +167,13 @@ mod tests {
             assert!(e.at < 16_000, "faults end before the last fifth: {e:?}");
         }
         assert!(schedule("nope", 1, d, 3).is_err());
+        for s in 0..20 {
+            match schedule("skew", s, d, 3).expect("a known scenario").as_slice() {
+                [FaultEvent { action: Action::Skew { skew_ms }, node: Some(n), .. }] => {
+                    assert!((2_000..=10_000).contains(&skew_ms.abs()) && *n < 3, "{skew_ms} {n}")
+                }
+                other => panic!("one skew: {other:?}"),
+            }
+        }
     }
 }
