@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
@@ -158,25 +158,14 @@ fn spawn(dir: &Path, argon2_memory_kib: Option<u32>, shards: Option<u32>) -> Res
 impl Drop for ClusterProcess {
     fn drop(&mut self) {
         let launcher = i32::try_from(self.child.id()).ok();
-        if let Some(pid) = launcher {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + STOP_LIMIT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                _ => {
-                    eprintln!("bench: the cluster did not stop within {STOP_LIMIT:?}; killing it");
-                    // Killing the launcher alone would leave its children running without it.
-                    for (_, pid) in launcher.map(members_of).unwrap_or_default() {
-                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    }
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
+        if !super::targets::stop_gracefully(&mut self.child, STOP_LIMIT) {
+            eprintln!("bench: the cluster did not stop within {STOP_LIMIT:?}; killing it");
+            // Killing the launcher alone would leave its children running without it.
+            for (_, pid) in launcher.map(members_of).unwrap_or_default() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             eprintln!("bench: could not remove {}: {e}", self.dir.display());

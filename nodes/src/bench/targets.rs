@@ -132,23 +132,27 @@ fn spawn(dir: &std::path::Path, argon2_memory_kib: Option<u32>) -> Result<Child>
     product_command(&args, &dir.join("node.log"), argon2_memory_kib)?.spawn().context("start the node process")
 }
 
+/// SIGTERM to `child`, then waits up to `grace` for it to exit; `false` when it is still running.
+pub(super) fn stop_gracefully(child: &mut Child, grace: Duration) -> bool {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => return false,
+        }
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                _ => {
-                    eprintln!("bench: the node did not stop within {STOP_GRACE:?}; killing it");
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-            }
+        if !stop_gracefully(&mut self.child, STOP_GRACE) {
+            eprintln!("bench: the node did not stop within {STOP_GRACE:?}; killing it");
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             eprintln!("bench: could not remove {}: {e}", self.dir.display());
