@@ -406,16 +406,30 @@ impl Cluster {
         Ok(OrderView::from(&expect!(order, Reply::Order(o) => o)?))
     }
 
-    /// Whether this process can serve: a node when every shard it holds knows its leader; a gateway when
-    /// every shard has a leader somewhere.
+    /// Whether this process can serve: a node when every shard it holds knows its leader and it knows the
+    /// cluster's metadata record; a gateway when it knows the record and every shard has a leader somewhere.
     pub async fn ready(&self) -> bool {
         match &self.router.local {
-            Some(local) => local.table.running() == self.shard_count() as usize && local.log.ready(),
+            Some(local) => {
+                local.table.running() == self.shard_count() as usize && local.log.ready() && self.knows_meta().await
+            }
             None => {
                 let view = self.view().await;
-                view.shards.len() == self.shard_count() as usize && view.shards.iter().all(|s| s.leader.is_some())
+                view.meta_version >= 1
+                    && view.shards.len() == self.shard_count() as usize
+                    && view.shards.iter().all(|s| s.leader.is_some())
             }
         }
+    }
+
+    /// Whether a metadata record is known, looking once now if the keeper has not found one yet: a process
+    /// is not ready before it knows the members and placement it routes by.
+    async fn knows_meta(&self) -> bool {
+        if self.router.meta().is_none() {
+            let timeout = self.settings.call_timeout.min(Duration::from_secs(2));
+            let _ = tokio::time::timeout(timeout, crate::meta::refresh(&self.router, None)).await;
+        }
+        self.router.meta().is_some()
     }
 
     /// Members and their state, and every shard's replicas, leader, term and commit index: members and
@@ -424,10 +438,8 @@ impl Cluster {
     /// term).
     pub async fn view(&self) -> ClusterView {
         let timeout = self.settings.call_timeout.min(Duration::from_secs(2));
-        if self.router.meta().is_none() {
-            // The keeper may not have found it yet (a process that just started): look once, now.
-            let _ = tokio::time::timeout(timeout, crate::meta::refresh(&self.router, None)).await;
-        }
+        // The keeper may not have found it yet (a process that just started).
+        self.knows_meta().await;
         let meta = self.router.meta();
         let statuses = self.router.cluster_status(timeout).await;
         let mut shards: Vec<Option<ShardView>> = vec![None; self.shard_count() as usize];
