@@ -1,5 +1,6 @@
 //! Identifiers, the key → shard hash, and wall-clock helpers.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Index of a shard, `0..shard_count`.
@@ -29,25 +30,19 @@ pub fn new_id() -> String {
 /// Milliseconds since the Unix epoch, the unit of every stored timestamp.
 pub type Millis = i64;
 
-/// Test-only: the environment variable that shifts this process's wall clock by a signed number of
-/// milliseconds (e.g. `-4000`), so that simulations can run a node whose clock is skewed. Read once, at the
-/// first call of [`now_millis`]; unset or unparsable means no shift. Never set it in production.
-pub const CLOCK_SKEW_ENV: &str = "PLAYGROUND_CLOCK_SKEW_MS";
+/// Test-only: how far this process's wall clock is shifted, in ms (`faults.clock_skew_ms`), so that the
+/// simulations can run a node whose clock is wrong. Set once at startup, before any timestamp is taken.
+static CLOCK_SKEW_MS: AtomicI64 = AtomicI64::new(0);
 
-/// The shift of [`CLOCK_SKEW_ENV`], in ms.
-fn clock_skew() -> Millis {
-    static SKEW: std::sync::OnceLock<Millis> = std::sync::OnceLock::new();
-    *SKEW.get_or_init(|| parse_skew(std::env::var(CLOCK_SKEW_ENV).ok().as_deref()))
+/// Shifts every later [`now_millis`] by `ms` (`faults.clock_skew_ms`); 0 leaves the clock alone.
+pub fn set_clock_skew(ms: Millis) {
+    CLOCK_SKEW_MS.store(ms, Ordering::Relaxed);
 }
 
-fn parse_skew(value: Option<&str>) -> Millis {
-    value.and_then(|v| v.trim().parse::<Millis>().ok()).unwrap_or(0)
-}
-
-/// The current wall-clock time in milliseconds (shifted by the test-only [`CLOCK_SKEW_ENV`], if set).
+/// The current wall-clock time in milliseconds (shifted by the test-only `faults.clock_skew_ms`, if set).
 pub fn now_millis() -> Millis {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0);
-    now.saturating_add(clock_skew())
+    now.saturating_add(CLOCK_SKEW_MS.load(Ordering::Relaxed))
 }
 
 /// RFC 3339 in UTC with millisecond precision, as the API prints timestamps.
@@ -84,14 +79,6 @@ mod tests {
 
     fn new_id_like(i: u32) -> String {
         format!("01J{i:023}")
-    }
-
-    #[test]
-    fn the_test_only_clock_skew_is_signed_milliseconds() {
-        assert_eq!(parse_skew(Some("-4000")), -4_000);
-        assert_eq!(parse_skew(Some(" 2500 ")), 2_500);
-        assert_eq!(parse_skew(Some("soon")), 0);
-        assert_eq!(parse_skew(None), 0);
     }
 
     #[test]

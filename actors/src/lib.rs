@@ -46,7 +46,7 @@ pub use cluster::{
     RemoteError, Router,
 };
 pub use error::{ApiError, FieldError, StoreError};
-pub use ids::{new_id, now_millis, rfc3339, shard_of, ShardId, CLOCK_SKEW_ENV};
+pub use ids::{new_id, now_millis, rfc3339, set_clock_skew, shard_of, ShardId};
 pub use meta::{ClusterMeta, MemberRecord, MetaAnswer, META_KEY};
 pub use model::{NewSession, OrderAction, OrderPage, OrderView, SessionView, UserView};
 pub use protocol::{NodeStatus, Request, ShardCall, ShardStatus};

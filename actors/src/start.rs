@@ -210,6 +210,7 @@ fn cluster_settings(config: &Config) -> ClusterSettings {
 
 pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandle, StartError> {
     crate::metrics::init();
+    crate::ids::set_clock_skew(config.faults.clock_skew_ms);
     let shards = config.cluster.shards;
     let me = config.node.id.clone();
     let members = members(config);
@@ -238,10 +239,11 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
             (raft.clone(), Some(raft))
         }
     };
-    if config.faults.panic_injection || config.faults.break_idempotency {
+    if config.faults.panic_injection || config.faults.break_idempotency || config.faults.clock_skew_ms != 0 {
         tracing::warn!(
             panic_injection = config.faults.panic_injection,
             break_idempotency = config.faults.break_idempotency,
+            clock_skew_ms = config.faults.clock_skew_ms,
             "test-only fault switches are on: never run this configuration in production"
         );
     }
@@ -276,6 +278,7 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
 /// Starts a gateway: it holds no shards and routes every call to the nodes of `cluster.seeds`.
 pub async fn start_gateway(config: &Config, token_key: Vec<u8>) -> Result<GatewayHandle, StartError> {
     crate::metrics::init();
+    crate::ids::set_clock_skew(config.faults.clock_skew_ms);
     if config.cluster.seeds.is_empty() {
         return Err(StartError::Membership("a gateway needs the nodes to route to in cluster.seeds".into()));
     }

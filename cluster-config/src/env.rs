@@ -35,6 +35,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_RATE_LIMIT_BURST", "limits.rate_limit_burst"),
     ("PLAYGROUND_PANIC_INJECTION", "faults.panic_injection"),
     ("PLAYGROUND_BREAK_IDEMPOTENCY", "faults.break_idempotency"),
+    ("PLAYGROUND_CLOCK_SKEW_MS", "faults.clock_skew_ms"),
     ("PLAYGROUND_LOG_FORMAT", "log.format"),
 ];
 
@@ -113,6 +114,7 @@ impl Config {
             }
             "faults.panic_injection" => self.faults.panic_injection = parse_bool(value)?,
             "faults.break_idempotency" => self.faults.break_idempotency = parse_bool(value)?,
+            "faults.clock_skew_ms" => self.faults.clock_skew_ms = parse_num(value, "an integer (ms)")?,
             "log.format" => {
                 self.log.format = LogFormat::from_name(value.trim())
                     .ok_or_else(|| format!("invalid value {value:?}; expected \"text\" or \"json\""))?;
@@ -286,6 +288,15 @@ mod tests {
         c.apply_env(&env_of(&[("PLAYGROUND_BREAK_IDEMPOTENCY", "true")])).expect("true");
         assert!(c.faults.break_idempotency);
         assert!(c.apply_env(&env_of(&[("PLAYGROUND_BREAK_IDEMPOTENCY", "yes")])).is_err());
+    }
+
+    #[test]
+    fn clock_skew_is_a_signed_number_of_milliseconds() {
+        let mut c = Config::default();
+        c.apply_env(&env_of(&[("PLAYGROUND_CLOCK_SKEW_MS", "-4000")])).expect("-4000");
+        assert_eq!(c.faults.clock_skew_ms, -4000);
+        let e = c.apply_env(&env_of(&[("PLAYGROUND_CLOCK_SKEW_MS", "4s")])).expect_err("not a number");
+        assert!(e.to_string().contains("PLAYGROUND_CLOCK_SKEW_MS"), "{e}");
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub const RETRY_AFTER_SECS_RANGE: RangeInclusive<u32> = 1..=3600;
 pub const DEFAULT_PANIC_INJECTION: bool = false;
 /// Test-only; never enable it (see [`FaultsConfig::break_idempotency`]).
 pub const DEFAULT_BREAK_IDEMPOTENCY: bool = false;
+/// Test-only; see [`FaultsConfig::clock_skew_ms`].
+pub const DEFAULT_CLOCK_SKEW_MS: i64 = 0;
+/// A day either way: enough to exercise expiry and ordering, small enough to catch a unit mistake.
+pub const CLOCK_SKEW_MS_RANGE: RangeInclusive<i64> = -86_400_000..=86_400_000;
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
 
 /// The whole configuration of one node. Every section is optional in the
@@ -373,11 +377,18 @@ pub struct FaultsConfig {
     /// Test-only, never to be enabled: creates ignore an existing idempotency record, breaking I5 on
     /// purpose so that the simulations can prove their duplicates checker fails end to end.
     pub break_idempotency: bool,
+    /// Test-only: shifts this process's wall clock (timestamps, session expiry) by a signed number of
+    /// milliseconds, so that the simulations can run a node whose clock is wrong. 0 leaves it alone.
+    pub clock_skew_ms: i64,
 }
 
 impl Default for FaultsConfig {
     fn default() -> Self {
-        Self { panic_injection: DEFAULT_PANIC_INJECTION, break_idempotency: DEFAULT_BREAK_IDEMPOTENCY }
+        Self {
+            panic_injection: DEFAULT_PANIC_INJECTION,
+            break_idempotency: DEFAULT_BREAK_IDEMPOTENCY,
+            clock_skew_ms: DEFAULT_CLOCK_SKEW_MS,
+        }
     }
 }
 
@@ -478,6 +489,7 @@ mod tests {
         assert_eq!(c.limits.retry_after_secs, 1);
         assert!(!c.faults.panic_injection);
         assert!(!c.faults.break_idempotency);
+        assert_eq!(c.faults.clock_skew_ms, 0);
         assert_eq!(c.log.format, LogFormat::Text);
     }
 

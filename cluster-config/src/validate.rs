@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::model::{
-    Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, ENTITY_IDLE_TIMEOUT_RANGE,
-    FAILURE_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, MAX_IN_FLIGHT_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS,
-    MIN_TOKEN_KEY_BYTES, NODE_ID_MAX_LEN, RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE,
-    REPLICATION_FACTOR_RANGE, REQUEST_TIMEOUT_RANGE, RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
+    Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, CLOCK_SKEW_MS_RANGE,
+    ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, MAX_IN_FLIGHT_RANGE,
+    MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES, NODE_ID_MAX_LEN, RATE_LIMIT_BURST_RANGE,
+    RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE, REQUEST_TIMEOUT_RANGE, RETRY_AFTER_SECS_RANGE,
+    SESSION_TTL_RANGE, SHARDS_RANGE,
 };
 
 impl Config {
@@ -69,6 +70,7 @@ impl Config {
         in_range(lim.rate_limit_per_second, &RATE_LIMIT_PER_SECOND_RANGE)
             .map_err(|m| err("limits.rate_limit_per_second", m))?;
         in_range(lim.rate_limit_burst, &RATE_LIMIT_BURST_RANGE).map_err(|m| err("limits.rate_limit_burst", m))?;
+        in_range(self.faults.clock_skew_ms, &CLOCK_SKEW_MS_RANGE).map_err(|m| err("faults.clock_skew_ms", m))?;
 
         Ok(())
     }
@@ -153,9 +155,9 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate("defaults").expect("defaults valid");
-        // The test-only fault switches take any value; nothing to range-check.
         let mut c = Config::default();
         c.faults.break_idempotency = true;
+        c.faults.clock_skew_ms = -86_400_000;
         c.validate("test-only switch").expect("valid");
     }
 
@@ -193,6 +195,8 @@ mod tests {
             ("limits.retry_after_secs", |c| c.limits.retry_after_secs = 0),
             ("limits.retry_after_secs", |c| c.limits.retry_after_secs = 3601),
             ("limits.rate_limit_burst", |c| c.limits.rate_limit_burst = 0),
+            ("faults.clock_skew_ms", |c| c.faults.clock_skew_ms = 86_400_001),
+            ("faults.clock_skew_ms", |c| c.faults.clock_skew_ms = -86_400_001),
         ];
         for (field, mutate) in cases {
             let mut c = Config::default();

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use simulations::sim::{self, SCENARIOS};
+use simulations::sim::{self, summary, SCENARIOS};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
-    /// A scenario, `all` to run every one, or `list` to list them.
+    /// A scenario, `all` to run every one, `list` to list them, or `summary DIR...` to summarize the
+    /// reports of earlier runs (a sweep) as a Markdown table.
     #[arg(value_name = "SCENARIO")]
     pub scenario: String,
+    /// With `summary`: the folders whose `report.json` files (at any depth) it summarizes.
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
     /// Seed of the fault schedule and the workload; the same seed replays the same schedule.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -36,6 +40,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args.scenario == "summary" {
+        return summary(&args.dirs);
+    }
+    anyhow::ensure!(args.dirs.is_empty(), "unexpected argument {:?}: only `sim summary` takes folders", args.dirs[0]);
     let scenarios: Vec<&str> = if args.scenario == "all" {
         SCENARIOS.iter().map(|(n, _)| *n).collect()
     } else {
@@ -64,5 +72,18 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     println!("{passed} passed, {failed} failed");
     anyhow::ensure!(failed == 0, "{failed} check(s) failed");
+    Ok(())
+}
+
+fn summary(dirs: &[PathBuf]) -> anyhow::Result<()> {
+    anyhow::ensure!(!dirs.is_empty(), "sim summary: name the folders holding the runs' reports");
+    let mut reports = vec![];
+    for dir in dirs {
+        for path in summary::find_reports(dir)? {
+            reports.push(summary::load(&path)?);
+        }
+    }
+    anyhow::ensure!(!reports.is_empty(), "no report.json under {dirs:?}");
+    print!("{}", summary::markdown(&reports));
     Ok(())
 }

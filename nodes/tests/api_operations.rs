@@ -225,3 +225,27 @@ async fn logs_never_hold_passwords_hashes_or_tokens() {
         assert!(!text.contains(needle), "the log holds a secret: {needle}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_clock_shifts_the_timestamps_a_node_writes() {
+    let c = TestCluster::start(BIN.as_ref(), &[("PLAYGROUND_CLOCK_SKEW_MS", "-86400000")]).expect("node starts");
+    let api = Api::new(&c.node.url);
+    let (_, token) = api.signup("skewed@example.com").await.expect("signup");
+    let now_ms =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;
+    let before = now_ms();
+    let created = api.create_order(&token, "S", None).await.expect("create").json()["created_at"].clone();
+    let after = now_ms();
+    let created = created.as_str().expect("created_at").to_owned();
+    // A day earlier than the real clock while the create ran, to the second.
+    const DAY: i64 = 86_400_000;
+    let seconds: Vec<String> = (before - DAY - 1_000..=after - DAY + 1_000)
+        .step_by(500)
+        .map(|ms| actors::rfc3339(ms)[..19].to_owned())
+        .collect();
+    assert!(
+        seconds.contains(&created[..19].to_owned()),
+        "created {created}, a day before now is {:?}",
+        seconds.first()
+    );
+}

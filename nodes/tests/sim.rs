@@ -1,17 +1,19 @@
 //! `playground sim` as a user runs it: a scenario against a real proxied cluster, its history, its
 //! report, and the `N passed, N failed` line.
 
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_playground");
 
-fn sim(scenario: &str, seed: u64, duration: u64) {
-    let dir = tempfile::tempdir().expect("a temp dir");
+/// Runs `scenario` into `parent/scenario` and checks what it printed and wrote.
+fn sim(parent: &Path, scenario: &str, seed: u64, duration: u64) {
+    let dir = parent.join(scenario);
     let out = Command::new(BIN)
         .args(["sim", scenario, "--seed", &seed.to_string(), "--duration", &duration.to_string(), "--out"])
-        .arg(dir.path())
+        .arg(&dir)
         .output()
         .expect("playground sim runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -19,13 +21,18 @@ fn sim(scenario: &str, seed: u64, duration: u64) {
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.ends_with(" passed, 0 failed") && !last.starts_with("0 passed"), "{scenario}: {stdout}");
 
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).expect("report"))
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).expect("report"))
         .expect("report.json parses");
     assert_eq!(report["seed"], seed);
     assert_eq!(report["scenario"], scenario);
-    assert!(report["checks"].as_array().is_some_and(|c| c.len() >= 5), "{report}");
-    assert!(dir.path().join("report.md").exists());
-    let history = std::fs::read_to_string(dir.path().join("history.jsonl")).expect("history");
+    assert_eq!((report["config"]["nodes"].as_u64(), report["config"]["gateways"].as_u64()), (Some(3), Some(2)));
+    let checks: Vec<&str> =
+        report["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect();
+    for check in ["lost_writes", "duplicates", "transitions", "email_uniqueness", "revocation", "linearizability"] {
+        assert!(checks.contains(&check), "{scenario} runs {check}: {checks:?}");
+    }
+    assert!(dir.join("report.md").exists());
+    let history = std::fs::read_to_string(dir.join("history.jsonl")).expect("history");
     let oks = history
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
@@ -37,9 +44,20 @@ fn sim(scenario: &str, seed: u64, duration: u64) {
 /// One test, so that the clusters do not compete for the machine.
 #[test]
 fn baseline_kill_and_partition_scenarios_pass_and_a_broken_guarantee_fails() {
-    sim("baseline", 1, 8);
-    sim("kill", 2, 10);
-    sim("partition", 4, 8);
+    let sweep = tempfile::tempdir().expect("a temp dir");
+    sim(sweep.path(), "baseline", 1, 8);
+    sim(sweep.path(), "kill", 2, 10);
+    sim(sweep.path(), "partition", 4, 8);
+    let kills = std::fs::read_to_string(sweep.path().join("kill/report.json")).expect("report");
+    let kills: Value = serde_json::from_str(&kills).expect("report.json parses");
+    let killed = kills["timeline"].as_array().expect("timeline").iter().filter(|f| f["action"] == "kill9").count();
+    assert!(killed >= 2, "the kill scenario kills again and again: {}", kills["timeline"]);
+    let table = summary(sweep.path());
+    assert!(table.starts_with("3 runs, "), "{table}");
+    assert!(table.contains("runs with lost writes 0, with duplicates 0, with a non-linearizable order 0"), "{table}");
+    for row in ["| baseline | 1 | 0 |", "| kill | 1 |", "| partition | 1 | 1 |", "| **all** | 3 |"] {
+        assert!(table.contains(row), "{row} in {table}");
+    }
 
     // With idempotency broken on purpose, the workload's repeated keys make duplicates, and the run fails.
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -52,6 +70,14 @@ fn baseline_kill_and_partition_scenarios_pass_and_a_broken_guarantee_fails() {
     assert!(!out.status.success(), "a broken guarantee must fail the run: {stdout}");
     assert!(stdout.contains("FAIL duplicates: "), "{stdout}");
     assert!(stdout.lines().last().is_some_and(|l| !l.ends_with(" 0 failed")), "{stdout}");
+    assert!(summary(dir.path()).contains("with duplicates 1 (VIOLATION)"), "the summary shows the violation");
+}
+
+/// What `playground sim summary DIR` prints.
+fn summary(dir: &Path) -> String {
+    let out = Command::new(BIN).args(["sim", "summary"]).arg(dir).output().expect("sim summary");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -68,4 +94,10 @@ fn sim_lists_its_scenarios_and_refuses_unknown_ones() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
     let bad = Command::new(BIN).args(["sim", "baseline", "--break", "durability"]).output().expect("sim --break");
     assert!(!bad.status.success(), "only known guarantees can be broken");
+    let empty = tempfile::tempdir().expect("a temp dir");
+    let none = Command::new(BIN).args(["sim", "summary"]).arg(empty.path()).output().expect("sim summary");
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no report.json"), "a summary of nothing says so");
+    let stray = Command::new(BIN).args(["sim", "baseline"]).arg(empty.path()).output().expect("sim baseline DIR");
+    assert!(!stray.status.success(), "only `summary` takes folders");
 }

@@ -5,12 +5,15 @@
 //! - `schedule`: the scenarios and their seeded fault schedules.
 //! - `workload`: the client tasks and the final read-back.
 //! - `history`: events and the JSONL history.
-//! - `check`: the checkers.
+//! - `check`: the checkers; `linear`: per-order linearizability.
 //! - `windows`: availability, latency and recovery around each fault.
+//! - `summary`: the Markdown table of many runs.
 
 pub mod check;
 pub mod history;
+pub mod linear;
 pub mod schedule;
+pub mod summary;
 pub mod windows;
 pub mod workload;
 
@@ -37,7 +40,7 @@ const CLIENTS: u64 = 4;
 /// Client tasks of the `overload` scenario (over the same users), and the in-flight limit of its gateways.
 const OVERLOAD_CLIENTS: u64 = 64;
 const OVERLOAD_MAX_IN_FLIGHT: &str = "16";
-/// The test-only variable that shifts a process's wall clock (`actors::ids::CLOCK_SKEW_ENV`).
+/// The variable of the test-only `faults.clock_skew_ms`, which shifts a process's wall clock.
 const CLOCK_SKEW_ENV: &str = "PLAYGROUND_CLOCK_SKEW_MS";
 /// Registrations racing for each contested email.
 const RACERS: u64 = 3;
@@ -49,11 +52,28 @@ pub struct Percentiles {
     pub p99_ms: u64,
 }
 
+/// How a run's cluster and workload were set up: with the seed and commit, enough to replay it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunConfig {
+    pub nodes: usize,
+    pub gateways: usize,
+    pub shards: u32,
+    /// Client tasks of the workload.
+    pub clients: u64,
+    /// Configuration every node and gateway was started with beyond the defaults, as environment
+    /// variables (`playground --help` lists them).
+    pub env: BTreeMap<String, String>,
+    /// Configuration of single nodes (`node-N`), as environment variables.
+    pub node_env: BTreeMap<String, BTreeMap<String, String>>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub scenario: String,
     pub seed: u64,
     pub commit: Option<String>,
+    #[serde(default)]
+    pub config: RunConfig,
     /// The workload's length, in ms.
     pub duration_ms: u64,
     /// When the workload started, in ms since the start of the run (the fault times are relative to it).
@@ -119,6 +139,20 @@ impl Report {
         let mut s = format!("# Simulation `{}`, seed {}\n\n", self.scenario, self.seed);
         let _ = writeln!(s, "- commit: {}", self.commit.as_deref().unwrap_or("unknown"));
         let _ = writeln!(s, "- workload: {} ms", self.duration_ms);
+        let c = &self.config;
+        let _ = writeln!(
+            s,
+            "- cluster: {} nodes, {} gateways, {} shards, {} clients",
+            c.nodes, c.gateways, c.shards, c.clients
+        );
+        for (var, value) in &c.env {
+            let _ = writeln!(s, "- every process: `{var}={value}`");
+        }
+        for (node, env) in &c.node_env {
+            for (var, value) in env {
+                let _ = writeln!(s, "- {node}: `{var}={value}`");
+            }
+        }
         let _ = writeln!(s, "- result: {} passed, {} failed", self.passed(), self.failed());
         let _ = writeln!(s, "- recovery after the last heal: {:?} ms\n", self.recovery_ms);
         s.push_str("## Fault timeline\n\n| planned (ms) | applied (ms since workload start) | action | node |\n|---|---|---|---|\n");
@@ -342,6 +376,17 @@ pub async fn run(
     }
     let mut cluster =
         ProcessCluster::start_proxied_with_node_env(binary, NODES, GATEWAYS, SHARDS, &env, &node_env).await?;
+    let config = RunConfig {
+        nodes: NODES,
+        gateways: GATEWAYS,
+        shards: SHARDS,
+        clients: if overload { OVERLOAD_CLIENTS } else { CLIENTS },
+        env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        node_env: node_env.iter().fold(BTreeMap::new(), |mut by, (i, k, v)| {
+            by.entry(format!("node-{}", i + 1)).or_insert_with(BTreeMap::new).insert((*k).to_owned(), (*v).to_owned());
+            by
+        }),
+    };
     let panic = Arc::new(AtomicBool::new(false));
     let gws: Vec<_> = (0..GATEWAYS).map(|i| cluster.gateway(i)).collect();
     let h = History::new(Instant::now());
@@ -359,8 +404,7 @@ pub async fn run(
     let until = started + duration;
     let rss = overload.then(|| tokio::spawn(sample_rss(cluster.node_pids(), until)));
     let mut tasks = vec![];
-    let clients = if overload { OVERLOAD_CLIENTS } else { CLIENTS };
-    for p in 0..clients {
+    for p in 0..config.clients {
         let user = users[p as usize % users.len()].clone();
         // Processes past the users' own are numbered after the racers and the liveness probe.
         let process = if p < CLIENTS { p } else { p + CLIENTS + 1 + 2 * RACERS };
@@ -409,6 +453,7 @@ pub async fn run(
         check::transitions(&orders),
         check::email_uniqueness(&events),
         check::revocation(&events),
+        linear::orders(&events),
         live,
     ];
     if let Some(rss) = rss {
@@ -422,6 +467,7 @@ pub async fn run(
         scenario: scenario.to_owned(),
         seed,
         commit: commit(),
+        config,
         duration_ms: duration.as_millis() as u64,
         workload_started_at,
         timeline,

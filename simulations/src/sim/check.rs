@@ -18,7 +18,7 @@ pub struct Check {
 /// The liveness bound (I7).
 pub const LIVENESS_MS: u64 = 10_000;
 
-fn check(name: &str, violations: Vec<String>, ok_detail: String) -> Check {
+pub(crate) fn check(name: &str, violations: Vec<String>, ok_detail: String) -> Check {
     let passed = violations.is_empty();
     let detail = if passed {
         ok_detail

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub const SCENARIOS: &[(&str, &str)] = &[
     ("baseline", "no faults"),
-    ("kill", "kill -9 a random node, then restart it"),
+    ("kill", "kill -9 a random node and restart it, again and again through the run"),
     ("pause", "SIGSTOP a random node for 5 s, then SIGCONT"),
     ("isolate", "black-hole every link of a random node for 5 s, then heal"),
     ("latency", "delay with jitter on every link"),
@@ -49,7 +49,7 @@ pub enum Action {
     KillAll,
     RestartAll,
     /// The node runs with its wall clock shifted by `skew_ms` (signed) from its start: set through the
-    /// test-only `PLAYGROUND_CLOCK_SKEW_MS` when the cluster starts, so applying it does nothing.
+    /// test-only `faults.clock_skew_ms` when the cluster starts, so applying it does nothing.
     Skew {
         skew_ms: i64,
     },
@@ -98,8 +98,21 @@ pub fn schedule(scenario: &str, seed: u64, duration: Duration, nodes: usize) -> 
     Ok(match scenario {
         "baseline" => vec![],
         "kill" => {
-            let down = rng.gen_range(length / 2..=length);
-            vec![event(start, Action::Kill9, Some(node)), event(start + down, Action::Restart, Some(node))]
+            // Kill after kill, a random node each time, from the first tenth to the last fifth of the run:
+            // down for a 24th to an 8th of the run (0.3-3 s), then up a 24th to a 12th before the next.
+            let mut events = vec![];
+            let mut at = rng.gen_range(total / 10..=total / 5);
+            loop {
+                let down = rng.gen_range((total / 24).clamp(300, 3_000)..=(total / 8).clamp(300, 3_000));
+                if at + down > total * 4 / 5 && !events.is_empty() {
+                    break;
+                }
+                let victim = rng.gen_range(0..nodes.max(1));
+                events.push(event(at, Action::Kill9, Some(victim)));
+                events.push(event(at + down, Action::Restart, Some(victim)));
+                at += down + rng.gen_range((total / 24).max(300)..=(total / 12).max(300));
+            }
+            events
         }
         "pause" => vec![event(start, Action::Freeze, Some(node)), event(start + length, Action::Thaw, Some(node))],
         "isolate" => vec![event(start, Action::Isolate, Some(node)), event(start + length, Action::Heal, None)],
@@ -167,6 +180,21 @@ mod tests {
             assert!(e.at < 16_000, "faults end before the last fifth: {e:?}");
         }
         assert!(schedule("nope", 1, d, 3).is_err());
+        for s in 0..20 {
+            for total in [6, 20, 60] {
+                let kills = schedule("kill", s, Duration::from_secs(total), 3).expect("a known scenario");
+                let n = kills.iter().filter(|e| e.action == Action::Kill9).count();
+                assert!(n >= 2, "a {total} s run kills repeatedly: {kills:?}");
+                assert!(kills.windows(2).all(|w| w[0].at < w[1].at), "in time order: {kills:?}");
+                assert!(
+                    kills.chunks(2).all(|c| c[0].action == Action::Kill9
+                        && c[1].action == Action::Restart
+                        && c[0].node == c[1].node),
+                    "one node down at a time, restarted before the next kill: {kills:?}"
+                );
+                assert!(kills.last().is_some_and(|e| e.action == Action::Restart && e.at <= total * 800));
+            }
+        }
         for s in 0..20 {
             match schedule("skew", s, d, 3).expect("a known scenario").as_slice() {
                 [FaultEvent { action: Action::Skew { skew_ms }, node: Some(n), .. }] => {
