@@ -37,8 +37,21 @@ fn acknowledged(r: &Report) -> u64 {
     ["create_order", "pay", "cancel"].iter().filter_map(|f| r.counts.get(*f)?.get("ok")).sum()
 }
 
+/// Actions that inject something: all but those that only end a fault (a reset is both).
 fn faults_injected(r: &Report) -> usize {
-    r.timeline.iter().filter(|f| !f.action.heals()).count()
+    use super::schedule::Action;
+    let ends = |a: &Action| {
+        matches!(
+            a,
+            Action::Restart
+                | Action::Thaw
+                | Action::Heal
+                | Action::PanicOff
+                | Action::RestartReady
+                | Action::RestartAll
+        )
+    };
+    r.timeline.iter().filter(|f| !ends(&f.action)).count()
 }
 
 fn failed(r: &Report, check: &str) -> bool {
