@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use routing::{answer, LocalShards, Peer, RaftHandler, Remote, RemoteError, Router};
+pub use routing::{answer, LocalShards, Peer, RaftHandler, Remote, RemoteError, ReplicasHandler, Router};
 
 use crate::entity::{ClaimOutcome, EmailOp, OrderOp, Reply, UserChangeSet, UserOp};
 use crate::error::ApiError;
@@ -406,12 +406,15 @@ impl Cluster {
         Ok(OrderView::from(&expect!(order, Reply::Order(o) => o)?))
     }
 
-    /// Whether this process can serve: a node when every shard it holds knows its leader and it knows the
-    /// cluster's metadata record; a gateway when it knows the record and every shard has a leader somewhere.
+    /// Whether this process can serve: a node when every shard it holds knows its leader and the
+    /// cluster's metadata record counts it as a member; a gateway when it knows the record and every shard has a leader somewhere.
     pub async fn ready(&self) -> bool {
         match &self.router.local {
             Some(local) => {
-                local.table.running() == self.shard_count() as usize && local.log.ready() && self.knows_meta().await
+                local.table.running() == self.shard_count() as usize
+                    && local.log.ready()
+                    && self.knows_meta().await
+                    && self.is_member()
             }
             None => {
                 let view = self.view().await;
@@ -430,6 +433,11 @@ impl Cluster {
             let _ = tokio::time::timeout(timeout, crate::meta::refresh(&self.router, None)).await;
         }
         self.router.meta().is_some()
+    }
+
+    /// Whether the record counts this node as a member: a node that joins is ready once admitted.
+    fn is_member(&self) -> bool {
+        self.router.meta().is_some_and(|m| m.members.iter().any(|m| m.id == self.settings.node_id))
     }
 
     /// Members and their state, and every shard's replicas, leader, term and commit index: members and

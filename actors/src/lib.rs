@@ -8,11 +8,15 @@
 //! - `entity`: the generic entity actor and the user, order and email kinds.
 //! - `store`: sled, the group committer, and the `ShardLog` seam (command → log entry → apply).
 //! - `raft`: the other `ShardLog`: each shard's log as an openraft group, durable through the committer.
+//! - `rebalance`: what a placement driver should move (replicas, leaderships) to balance the shards over the
+//!   current hosts after a join, drain or loss; pure functions.
 //! - `meta`: the cluster's members and shard placement, one record kept by the metadata raft group.
+//! - `placement_driver`: joins, and the driver that moves replicas and leaderships to where `rebalance`
+//!   says, one raft membership change at a time per shard.
 //! - `model`, `validate`: records, views, request rules. `codec`: versioned record encoding.
 //! - `security`: argon2id passwords and session tokens. `ids`: ids, key → shard, time.
 //! - `metrics`: Prometheus metrics of actors and storage.
-//! - `transport`: the cluster transport: ractor_cluster sessions to the seeds, calls to a peer's endpoint,
+//! - `transport`: the cluster transport: ractor_cluster sessions to the seeds and the members that joined, calls to a peer's endpoint,
 //!   the heartbeat failure detector.
 //!
 //! Supervision tree of a node:
@@ -32,8 +36,10 @@ mod meta;
 pub mod metrics;
 mod model;
 mod node;
+mod placement_driver;
 mod protocol;
 mod raft;
+pub mod rebalance;
 mod security;
 mod shard;
 mod start;

@@ -32,9 +32,9 @@ use crate::store::{LogEntry, ShardLog, Store};
 /// The key of the one record in the metadata group's tree.
 pub const META_KEY: &str = "cluster";
 
-/// How often the keeper looks again once a record is known: the record changes only when the placement
-/// driver moves something, and routing follows leader hints in between.
-const REFRESH: Duration = Duration::from_secs(5);
+/// How often the keeper looks again once a record is known: often enough that gateways and nodes learn a
+/// new member or a moved replica within about a second (routing follows leader hints in between).
+const REFRESH: Duration = Duration::from_secs(1);
 /// How often it looks while no record is known yet (bootstrap under way).
 const REFRESH_UNKNOWN: Duration = Duration::from_millis(250);
 /// Bound on one `Request::Meta` round trip.
@@ -143,6 +143,40 @@ pub async fn bootstrap(log: &dyn ShardLog, store: &Store, initial: &ClusterMeta)
     Ok(Bootstrapped::Written(initial.clone()))
 }
 
+/// Changes the cluster's record on the metadata group's leader: `change` gets the current record and
+/// says whether it changed it; a change is written with the version bumped by one. Like [`bootstrap`],
+/// only the leader writes, after a read barrier, and only while it still leads in the term it checked in;
+/// callers on one node take turns (the placement driver holds a lock around it), so no change is lost.
+/// Returns the record as it stands afterwards.
+pub async fn update(
+    log: &dyn ShardLog,
+    store: &Store,
+    change: impl FnOnce(&mut ClusterMeta) -> bool,
+) -> Result<ClusterMeta, StoreError> {
+    let group = store.meta_group();
+    let checked = log.leadership(group);
+    if !checked.is_leader {
+        return Err(StoreError::NotLeader { shard: group, leader: checked.leader });
+    }
+    log.read_barrier(group).await?;
+    let Some(mut record) = read(store)? else {
+        return Err(StoreError::NotLeader { shard: group, leader: None });
+    };
+    if !change(&mut record) {
+        return Ok(record);
+    }
+    record.version += 1;
+    let now = log.leadership(group);
+    if !now.is_leader || now.term != checked.term {
+        return Err(StoreError::NotLeader { shard: group, leader: now.leader });
+    }
+    let mut entry = LogEntry::default();
+    entry.put(META_KEY, &record);
+    log.append(group, entry).await?;
+    tracing::info!(version = record.version, members = record.members.len(), "cluster metadata changed");
+    Ok(record)
+}
+
 /// The newest record this node can answer [`Request::Meta`] with: its replica's copy or what it learned.
 pub fn answer(router: &Router) -> MetaAnswer {
     let local = router.local.as_ref().and_then(|l| read(&l.store).ok().flatten());
@@ -212,11 +246,25 @@ async fn ask(router: &Router) {
 
 /// Keeps the router's record fresh until aborted: every [`REFRESH`] once known (every
 /// [`REFRESH_UNKNOWN`] before), and soon after a call ran out of replicas to try (the placement it
-/// routed by may be out of date).
+/// routed by may be out of date). Every member of the record becomes a transport peer, and a node
+/// remembers durably that it has known a record.
 pub fn spawn_keeper(router: Arc<Router>, initial: Option<ClusterMeta>) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut remembered = false;
         loop {
             let known = refresh(&router, initial.as_ref()).await;
+            if let Some(record) = router.meta() {
+                // Members that joined after this process started: keep sessions to them too.
+                if let Some(remote) = &router.remote {
+                    for m in record.members.iter().filter(|m| m.id != router.me) {
+                        remote.add_peer(&m.id, &m.addr);
+                    }
+                }
+                if let (Some(local), false) = (&router.local, remembered) {
+                    // From now on this node's groups change only by membership changes (`RaftLog::start`).
+                    remembered = local.store.set_knows_cluster().await.is_ok();
+                }
+            }
             let wait = if known { REFRESH } else { REFRESH_UNKNOWN };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}

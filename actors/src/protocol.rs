@@ -64,6 +64,9 @@ pub enum Request {
     Raft(Vec<u8>),
     /// The newest cluster metadata record the node has (`crate::meta::MetaAnswer`).
     Meta,
+    /// Membership and placement: a join, a replica to open or close, a membership change, an election
+    /// (`crate::placement_driver`; answered with a `ReplicaAnswer`).
+    Replicas(crate::placement_driver::ReplicaOp),
 }
 
 /// The answer to [`Request::Shard`].

@@ -39,7 +39,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -140,72 +140,236 @@ struct Group {
     leadership: watch::Receiver<Leadership>,
     observed: Arc<leadership::Observed>,
     tasks: Vec<JoinHandle<()>>,
+    /// While handing leadership over: until when, and to whom. The leader takes no new work meanwhile.
+    handing_over: Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long a leader holds still for a hand-over: the lease its followers wait out, then the election.
+const HAND_OVER: Duration = Duration::from_millis(2000);
 
 /// The [`ShardLog`] whose shards are openraft groups.
 pub struct RaftLog {
     node: String,
     /// Indexed by group id: the shards, then the metadata group (id `shard_count`); `None` for the groups
-    /// this node does not replicate.
-    groups: Vec<Option<Group>>,
+    /// this node does not replicate. Replicas come and go at run time ([`RaftLog::open_replica`],
+    /// [`RaftLog::close_replica`]).
+    groups: RwLock<Vec<Option<Arc<Group>>>>,
     shard_count: u32,
+    store: Arc<Store>,
+    settings: RaftSettings,
     alive: Mutex<Option<(Alive, mpsc::Receiver<()>)>>,
+    /// One replica opens or closes at a time, so that two calls for one group cannot race.
+    changing: tokio::sync::Mutex<()>,
+}
+
+/// How a group starts on this node.
+enum Start {
+    /// A group of the cluster's first placement: its first replica initializes it with every replica.
+    Bootstrap(Vec<String>),
+    /// A group this node held before it stopped; it resumes from its log, vote and state machine.
+    Resume,
+    /// A new, empty replica (a learner to be): it waits for the leader to send it the log or a snapshot.
+    Join,
 }
 
 impl RaftLog {
-    /// Starts a group for every shard this node replicates, and the metadata group when this node is one
-    /// of its [`META_REPLICATION`] replicas, all at once, and returns when each has
-    /// started; it does not wait for elections (peers may not be up yet: see [`RaftLog::all_have_leaders`]),
-    /// except that a group whose only replica is this node elects itself first. A group that has never
-    /// run is initialized with its whole replica set by its first replica; the others wait to be
-    /// contacted. A group that has run resumes from its log, vote and state machine.
+    /// Starts this node's replicas, all at once, and returns when each has started; it does not wait for
+    /// elections (peers may not be up yet: see [`RaftLog::all_have_leaders`]), except that a group whose
+    /// only replica is this node elects itself first.
+    ///
+    /// - Every group this node left state of resumes from its log, vote and state machine; one whose
+    ///   membership no longer holds this node (it was removed while this node was down) is wiped instead.
+    /// - Until this node has known a cluster metadata record ([`Store::knows_cluster`]), the groups of the
+    ///   first placement over `settings.members` (the seeds) that place it start too: a group that has
+    ///   never run is initialized with its whole replica set by its first replica; the others wait to be
+    ///   contacted. A node that is not among the seeds starts with no group and is given replicas later.
     pub async fn start(store: Arc<Store>, settings: RaftSettings) -> Result<Arc<RaftLog>, RaftStartError> {
         let mut members = settings.members.clone();
         members.sort();
         members.dedup();
-        if !members.contains(&settings.node) {
-            return Err(RaftStartError::Config(format!(
-                "this node, {}, is not among the cluster's members {members:?}",
-                settings.node
-            )));
-        }
         let ids: std::collections::BTreeSet<NodeId> = members.iter().map(|m| node_id_of(m)).collect();
         if ids.len() != members.len() {
             return Err(RaftStartError::Config(format!("two of the members {members:?} hash to one node id")));
         }
+        let store_err = |shard: ShardId| move |source: StoreError| RaftStartError::Store { shard, source };
+        let shard_count = store.shard_count();
+        store.claim(&settings.node).await.map_err(|e| RaftStartError::Config(e.to_string()))?;
+        let bootstrap = !store.knows_cluster().map_err(store_err(shard_count))?;
         let (tx, rx) = mpsc::channel(1);
         let alive = Alive { _held: tx };
-        let shard_count = store.shard_count();
-        // The metadata group is placed like one more shard, by the same rule, so every node agrees on
-        // its replicas without having to read anything first.
-        let starts = (0..=shard_count).map(|shard| {
+        let mut plans = Vec::with_capacity(shard_count as usize + 1);
+        for shard in 0..=shard_count {
+            // The metadata group is placed like one more shard, by the same rule, so every node agrees on
+            // its first replicas without having to read anything first.
             let rf = if shard == shard_count { META_REPLICATION } else { settings.replication_factor };
             let replicas = placement(shard, &members, rf);
+            let plan = if store.has_group_state(shard).map_err(store_err(shard))? {
+                Some(Start::Resume)
+            } else if bootstrap && replicas.contains(&settings.node) {
+                Some(Start::Bootstrap(replicas))
+            } else {
+                None
+            };
+            plans.push(plan);
+        }
+        let starts = plans.into_iter().enumerate().map(|(shard, plan)| {
             let (store, settings, alive) = (store.clone(), &settings, alive.clone());
             async move {
-                if replicas.contains(&settings.node) {
-                    start_group(store, shard, replicas, settings, alive).await.map(Some)
-                } else {
-                    Ok(None)
+                match plan {
+                    Some(plan) => start_group(store, shard as ShardId, plan, settings, alive).await,
+                    None => Ok(None),
                 }
             }
         });
-        let groups = futures::future::try_join_all(starts).await?;
-        Ok(Arc::new(RaftLog { node: settings.node, groups, shard_count, alive: Mutex::new(Some((alive, rx))) }))
+        let groups = futures::future::try_join_all(starts).await?.into_iter().map(|g| g.map(Arc::new)).collect();
+        Ok(Arc::new(RaftLog {
+            node: settings.node.clone(),
+            groups: RwLock::new(groups),
+            shard_count,
+            store,
+            settings,
+            alive: Mutex::new(Some((alive, rx))),
+            changing: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Opens an empty replica of group `shard` on this node, to be added to the group as a learner by
+    /// its leader; does nothing if this node holds one already. Whatever an earlier replica here left
+    /// behind is erased first: the new one catches up from the leader alone.
+    pub async fn open_replica(&self, shard: ShardId) -> Result<(), RaftStartError> {
+        if shard > self.shard_count {
+            return Err(RaftStartError::Config(format!("no group {shard}")));
+        }
+        let _one = self.changing.lock().await;
+        if self.group(shard).is_some() {
+            return Ok(());
+        }
+        let alive = self.alive.lock().ok().and_then(|a| a.as_ref().map(|(alive, _)| alive.clone()));
+        let alive = alive.ok_or_else(|| RaftStartError::Config("the node is shutting down".into()))?;
+        let store_err = |source| RaftStartError::Store { shard, source };
+        // A node whose replicas change is past the cluster's bootstrap for good (see `RaftLog::start`).
+        self.store.set_knows_cluster().await.map_err(store_err)?;
+        self.store.wipe_group(shard).await.map_err(store_err)?;
+        let group = start_group(self.store.clone(), shard, Start::Join, &self.settings, alive).await?;
+        if let (Some(group), Ok(mut groups)) = (group, self.groups.write()) {
+            groups[shard as usize] = Some(Arc::new(group));
+        }
+        tracing::info!(shard, "replica opened, waiting for the leader");
+        Ok(())
+    }
+
+    /// On the group's leader: makes `voters` (node names) the group's replicas, with openraft's
+    /// membership changes: each new one is added as a learner and caught up (by log or snapshot), then
+    /// the voters are replaced at once (a joint configuration, then the new one), so that a quorum of the
+    /// old and of the new set agrees at every step and no acknowledged entry is lost. Safe to repeat: a
+    /// change cut short (a leader lost mid-way leaves the joint configuration) is finished by calling it
+    /// again on the new leader. The new replicas must have been opened ([`RaftLog::open_replica`]).
+    pub async fn change_replicas(&self, shard: ShardId, voters: &[String], within: Duration) -> Result<(), StoreError> {
+        let group = self.group(shard).ok_or(StoreError::NotLeader { shard, leader: None })?;
+        group.check_leader(shard)?;
+        let failed = |e: &dyn std::fmt::Display| StoreError::Io(format!("shard {shard}: membership change: {e}"));
+        let current: Vec<NodeId> = group.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let work = async {
+            for name in voters {
+                let id = node_id_of(name);
+                if !current.contains(&id) {
+                    group.raft.add_learner(id, BasicNode::new(name), true).await.map_err(|e| failed(&e))?;
+                }
+            }
+            let ids: std::collections::BTreeSet<NodeId> = voters.iter().map(|n| node_id_of(n)).collect();
+            group.raft.change_membership(ids.clone(), false).await.map_err(|e| failed(&e))?;
+            // Learners of a move that was given up on (the plan changed meanwhile) would be fed forever.
+            let stray: std::collections::BTreeSet<NodeId> = group
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .learner_ids()
+                .filter(|id| !ids.contains(id))
+                .collect();
+            if !stray.is_empty() {
+                let remove = openraft::ChangeMembers::RemoveNodes(stray);
+                group.raft.change_membership(remove, false).await.map_err(|e| failed(&e))?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(within, work).await.map_err(|_| failed(&format!("not done within {within:?}")))?
+    }
+
+    /// On the shard's leader: gets ready to hand leadership to `to`. It takes no new work (callers are
+    /// pointed at `to`), stops its heartbeats, and returns once its followers' leases have run out, so
+    /// that `to` can win an election ([`RaftLog::campaign`]) the caller asks of it next. If `to` does not
+    /// take over, this node leads on: heartbeats and work resume by themselves after a short while.
+    pub async fn hand_over(&self, shard: ShardId, to: &str) -> Result<(), StoreError> {
+        let group = self.group(shard).ok_or(StoreError::NotLeader { shard, leader: None })?;
+        group.check_leader(shard)?;
+        if let Ok(mut h) = group.handing_over.lock() {
+            *h = Some((std::time::Instant::now() + HAND_OVER, to.to_owned()));
+        }
+        group.raft.runtime_config().heartbeat(false);
+        let raft = group.raft.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(HAND_OVER).await;
+            raft.runtime_config().heartbeat(true);
+        });
+        tokio::time::sleep(settings::LEADER_LEASE + Duration::from_millis(50)).await;
+        Ok(())
+    }
+
+    /// Asks this node's replica of `shard` to stand for election now: how leadership moves to it. It
+    /// wins if its log is as complete as a quorum's, which a caught-up voter's is, and once the followers'
+    /// leases have run out ([`RaftLog::hand_over`]).
+    pub async fn campaign(&self, shard: ShardId) -> Result<(), StoreError> {
+        let group = self.group(shard).ok_or(StoreError::NotLeader { shard, leader: None })?;
+        group.raft.trigger().elect().await.map_err(|e| StoreError::Io(format!("shard {shard}: election: {e}")))
+    }
+
+    /// Whether this node is in `shard`'s membership it has applied, as a voter or a learner.
+    pub fn is_member(&self, shard: ShardId) -> bool {
+        let me = node_id_of(&self.node);
+        self.group(shard)
+            .is_some_and(|g| g.raft.metrics().borrow().membership_config.membership().get_node(&me).is_some())
+    }
+
+    /// Whether this node is a voter of `shard` in the membership it has applied.
+    pub fn is_voter(&self, shard: ShardId) -> bool {
+        let me = node_id_of(&self.node);
+        self.group(shard)
+            .is_some_and(|g| g.raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == me))
+    }
+
+    /// Stops this node's replica of group `shard` and erases it, once the group no longer counts it
+    /// (the caller checks the committed membership). Does nothing if there is none.
+    pub async fn close_replica(&self, shard: ShardId) -> Result<(), StoreError> {
+        let _one = self.changing.lock().await;
+        let group = self.groups.write().ok().and_then(|mut g| g.get_mut(shard as usize).and_then(Option::take));
+        let Some(group) = group else { return Ok(()) };
+        self.store.set_knows_cluster().await?;
+        if let Err(e) = group.raft.shutdown().await {
+            tracing::warn!(shard, error = %e, "raft group did not stop cleanly");
+        }
+        group.tasks.iter().for_each(JoinHandle::abort);
+        drop(group);
+        self.store.wipe_group(shard).await?;
+        tracing::info!(shard, "replica closed and erased");
+        Ok(())
     }
 
     /// Stops every group and waits until openraft has released the store, so that it can be reopened.
     /// Appends after this fail; entries that were waiting fail too (nothing was acknowledged).
     pub async fn shutdown(&self) {
-        let shutdowns = self.local().map(|(shard, g)| async move { (shard, g.raft.shutdown().await) });
+        let local = self.local();
+        let shutdowns = local.iter().map(|(shard, g)| async move { (*shard, g.raft.shutdown().await) });
         for (shard, result) in futures::future::join_all(shutdowns).await {
             if let Err(e) = result {
                 tracing::warn!(shard, error = %e, "raft group did not stop cleanly");
             }
         }
-        for (_, g) in self.local() {
+        for (_, g) in &local {
             g.tasks.iter().for_each(JoinHandle::abort);
         }
+        drop(local);
         let waiter = self.alive.lock().ok().and_then(|mut a| a.take());
         if let Some((alive, mut rx)) = waiter {
             drop(alive);
@@ -286,12 +450,26 @@ impl RaftLog {
     /// Whether every shard group on this node knows a leader: the node's readiness. The metadata group
     /// is left out: shards serve without it (routing falls back to the placement computed from the seeds).
     pub fn all_have_leaders(&self) -> bool {
-        self.local().filter(|(id, _)| *id != self.shard_count).all(|(_, g)| g.leadership.borrow().leader.is_some())
+        self.local()
+            .into_iter()
+            .filter(|(id, _)| *id != self.shard_count)
+            .all(|(_, g)| g.leadership.borrow().leader.is_some())
     }
 
     /// The shards this node replicates (not the metadata group).
     pub fn local_shards(&self) -> Vec<ShardId> {
-        self.local().map(|(shard, _)| shard).filter(|shard| *shard != self.shard_count).collect()
+        self.local().into_iter().map(|(shard, _)| shard).filter(|shard| *shard != self.shard_count).collect()
+    }
+
+    /// The groups this node holds a replica of, the metadata group included.
+    pub fn local_groups(&self) -> Vec<ShardId> {
+        self.local().into_iter().map(|(shard, _)| shard).collect()
+    }
+
+    /// The raft handle of this node's replica of group `shard`, for membership changes and leadership
+    /// transfers (`crate::placement_driver`).
+    pub fn raft(&self, shard: ShardId) -> Option<Raft<TypeConfig>> {
+        self.group(shard).map(|g| g.raft.clone())
     }
 
     /// The metadata group's id: `shard_count`.
@@ -299,12 +477,13 @@ impl RaftLog {
         self.shard_count
     }
 
-    fn group(&self, shard: ShardId) -> Option<&Group> {
-        self.groups.get(shard as usize).and_then(Option::as_ref)
+    fn group(&self, shard: ShardId) -> Option<Arc<Group>> {
+        self.groups.read().ok()?.get(shard as usize).and_then(Clone::clone)
     }
 
-    fn local(&self) -> impl Iterator<Item = (ShardId, &Group)> {
-        self.groups.iter().enumerate().filter_map(|(shard, g)| g.as_ref().map(|g| (shard as ShardId, g)))
+    fn local(&self) -> Vec<(ShardId, Arc<Group>)> {
+        let Ok(groups) = self.groups.read() else { return vec![] };
+        groups.iter().enumerate().filter_map(|(shard, g)| g.clone().map(|g| (shard as ShardId, g))).collect()
     }
 }
 
@@ -320,6 +499,10 @@ impl Group {
     /// lately. A leader cut off from its peers stops taking work within about a second, rather than
     /// queueing it behind proposals that cannot commit.
     fn check_leader(&self, shard: ShardId) -> Result<(), StoreError> {
+        let handing = self.handing_over.lock().ok().and_then(|h| h.clone());
+        if let Some((_, to)) = handing.filter(|(until, _)| std::time::Instant::now() < *until) {
+            return Err(StoreError::NotLeader { shard, leader: Some(to) });
+        }
         let l = self.leadership.borrow();
         if !l.is_leader {
             Err(StoreError::NotLeader { shard, leader: l.leader.clone() })
@@ -334,65 +517,67 @@ impl Group {
 async fn start_group(
     store: Arc<Store>,
     shard: ShardId,
-    replicas: Vec<String>,
+    start: Start,
     settings: &RaftSettings,
     alive: Alive,
-) -> Result<Group, RaftStartError> {
+) -> Result<Option<Group>, RaftStartError> {
     let raft_err = |e: &dyn std::fmt::Display| RaftStartError::Raft { shard, reason: e.to_string() };
     let me = node_id_of(&settings.node);
-    let log_tree =
-        store.open_tree(format!("raft-log-{shard}")).await.map_err(|source| RaftStartError::Store { shard, source })?;
+    let log_tree = store
+        .open_tree(crate::store::group_log_tree(shard))
+        .await
+        .map_err(|source| RaftStartError::Store { shard, source })?;
     let log_store = LogStore::new(store.clone(), log_tree.clone(), alive.clone());
     let state_machine = StateMachine::new(store.clone(), shard, log_tree, alive);
     let network = Network { shard, me, transport: settings.transport.clone(), rpc_timeout: settings.rpc_timeout };
     let raft = Raft::new(me, settings::raft_config(shard, settings)?, network, log_store, state_machine)
         .await
         .map_err(|e| raft_err(&e))?;
+    let replicas = match &start {
+        Start::Bootstrap(replicas) => replicas.clone(),
+        Start::Resume | Start::Join => vec![],
+    };
     let names: BTreeMap<NodeId, String> = replicas.iter().map(|r| (node_id_of(r), r.clone())).collect();
-    if !raft.is_initialized().await.map_err(|e| raft_err(&e))? {
-        // Entries applied without raft (the local log) exist on this node only: replicating on top of them
-        // would leave the replicas disagreeing.
-        if replicas.len() > 1 && shard < store.shard_count() && store.applied_index(shard).unwrap_or(0) > 0 {
-            let _ = raft.shutdown().await;
-            return Err(RaftStartError::Config(format!(
-                "shard {shard}: the data directory holds data written by a one-node cluster; a replicated cluster \
-                 starts on a fresh data directory"
-            )));
-        }
-        if replicas.first() == Some(&settings.node) {
-            let members: BTreeMap<NodeId, BasicNode> =
-                names.iter().map(|(id, name)| (*id, BasicNode::new(name))).collect();
-            match raft.initialize(members).await {
-                Ok(()) => tracing::debug!(shard, ?replicas, "shard group initialized"),
-                // A peer reached this replica first: the group exists already.
-                Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(e))) => {
-                    tracing::info!(shard, reason = %e, "shard group already initialized by its peers");
+    let initialized = raft.is_initialized().await.map_err(|e| raft_err(&e))?;
+    match start {
+        Start::Bootstrap(_) if !initialized => {
+            // Entries applied without raft (the local log) exist on this node only: replicating on top of
+            // them would leave the replicas disagreeing.
+            if replicas.len() > 1 && shard < store.shard_count() && store.applied_index(shard).unwrap_or(0) > 0 {
+                let _ = raft.shutdown().await;
+                return Err(RaftStartError::Config(format!(
+                    "shard {shard}: the data directory holds data written by a one-node cluster; a replicated \
+                     cluster starts on a fresh data directory"
+                )));
+            }
+            if replicas.first() == Some(&settings.node) {
+                let members: BTreeMap<NodeId, BasicNode> =
+                    names.iter().map(|(id, name)| (*id, BasicNode::new(name))).collect();
+                match raft.initialize(members).await {
+                    Ok(()) => tracing::debug!(shard, ?replicas, "shard group initialized"),
+                    // A peer reached this replica first: the group exists already.
+                    Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                        tracing::info!(shard, reason = %e, "shard group already initialized by its peers");
+                    }
+                    Err(e) => return Err(raft_err(&e)),
                 }
-                Err(e) => return Err(raft_err(&e)),
             }
         }
-    } else {
-        let on_disk: Vec<NodeId> =
-            raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
-        let mut placed: Vec<NodeId> = names.keys().copied().collect();
-        let mut stored = on_disk.clone();
-        placed.sort_unstable();
-        stored.sort_unstable();
-        if on_disk.contains(&me) && stored != placed {
-            let _ = raft.shutdown().await;
-            return Err(RaftStartError::Config(format!(
-                "shard {shard}: the group on disk has members {on_disk:?} but the configuration places it on \
-                 {replicas:?}: the data directory was made by a cluster with other members"
-            )));
+        Start::Resume if initialized => {
+            let on_disk: Vec<NodeId> =
+                raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+            if !on_disk.contains(&me) {
+                // Removed from the group while this node was down: what it holds is stale, and the group
+                // goes on without it.
+                let _ = raft.shutdown().await;
+                drop(raft);
+                store.wipe_group(shard).await.map_err(|source| RaftStartError::Store { shard, source })?;
+                tracing::info!(shard, "replica removed while this node was down; erased");
+                return Ok(None);
+            }
         }
-        if !on_disk.contains(&me) {
-            let _ = raft.shutdown().await;
-            return Err(RaftStartError::Config(format!(
-                "shard {shard}: the group on disk has members {on_disk:?}, not this node {} (id {me}): the data \
-                 directory belongs to another node",
-                settings.node
-            )));
-        }
+        // A replica that had not been initialized yet waits to be contacted, like a new one.
+        _ => {}
     }
     if replicas == [settings.node.clone()] {
         raft.wait(Some(settings.ready_timeout))
@@ -415,7 +600,8 @@ async fn start_group(
         tokio::spawn(reads::run(shard, raft.clone(), read_timeout, reads_rx)),
         tokio::spawn(leadership::follow(shard, me, names.clone(), raft.clone(), leadership_tx, observed.clone())),
     ];
-    Ok(Group { raft, names, proposals, reads, leadership, observed, tasks })
+    let handing_over = Mutex::new(None);
+    Ok(Some(Group { raft, names, proposals, reads, leadership, observed, tasks, handing_over }))
 }
 
 /// What a node that holds no replica of a shard knows of its leadership: nothing.
@@ -430,9 +616,10 @@ impl ShardLog for RaftLog {
         let (reply, rx) = oneshot::channel();
         let sent = match self.group(shard) {
             None => Err(StoreError::NotLeader { shard, leader: None }),
-            Some(g) => g
-                .check_leader(shard)
-                .and_then(|()| g.proposals.send(Proposal { entry, reply }).map_err(|_| StoreError::Closed)),
+            // A replica closing as the entry arrives proposes nothing: the leader is elsewhere.
+            Some(g) => g.check_leader(shard).and_then(|()| {
+                g.proposals.send(Proposal { entry, reply }).map_err(|_| StoreError::NotLeader { shard, leader: None })
+            }),
         };
         Box::pin(async move {
             sent?;

@@ -15,11 +15,12 @@ use cluster_config::{Config, LogEngine};
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorRef};
 
-use crate::cluster::{self, Cluster, ClusterSettings, LocalShards, Peer, Remote, RemoteError, Router};
+use crate::cluster::{self, Cluster, ClusterSettings, LocalShards, Peer, Remote, RemoteError, ReplicasHandler, Router};
 use crate::codec;
 use crate::entity::{EntityCtx, Settings};
 use crate::meta::{self, ClusterMeta};
 use crate::node::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg, ShardTable};
+use crate::placement_driver::{Driver, DriverSettings};
 use crate::protocol::Request;
 use crate::raft::{placement, RaftLog, RaftSettings, RaftStartError, RaftTransport};
 use crate::security::{Passwords, Tokens};
@@ -50,14 +51,19 @@ pub struct NodeHandle {
     raft: Option<Arc<RaftLog>>,
     transport: Option<Arc<Transport>>,
     keeper: tokio::task::JoinHandle<()>,
+    driver: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl NodeHandle {
     /// Stops every actor and waits until they are gone, so that no write is in flight afterwards.
     pub async fn stop(self) {
-        // First, so that no bootstrap write is on its way into the metadata group either.
+        // First, so that no bootstrap or placement write is on its way into the metadata group either.
         self.keeper.abort();
         let _ = self.keeper.await;
+        if let Some(driver) = self.driver {
+            driver.abort();
+            let _ = driver.await;
+        }
         self.supervisor.stop(Some("node stopping".into()));
         let _ = self.join.await;
         // After the entities, so that no append is still on its way into a group.
@@ -111,6 +117,17 @@ impl Remote for TransportRemote {
         })
     }
 
+    fn add_peer(&self, id: &str, addr: &str) {
+        match cluster_config::parse_seed(&format!("{id}@{addr}")) {
+            Ok(seed) => {
+                if self.0.add_peer(&seed.id, seed.addr) {
+                    tracing::info!(peer = id, addr, "new cluster member");
+                }
+            }
+            Err(e) => tracing::warn!(peer = id, addr, error = %e, "a member's address is unusable"),
+        }
+    }
+
     fn peers(&self) -> Vec<Peer> {
         self.0
             .peers()
@@ -144,15 +161,24 @@ impl RaftTransport for TransportRaft {
 /// route around (and raft treats as an unreachable peer).
 #[derive(Default)]
 struct LateHandler {
-    ready: OnceLock<(Arc<Router>, Arc<RaftLog>)>,
+    ready: OnceLock<(Arc<Router>, Arc<RaftLog>, Arc<Driver>)>,
 }
 
 impl CallHandler for LateHandler {
     fn handle(&self, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
         match self.ready.get() {
-            Some((router, raft)) => {
-                let raft = raft.clone();
-                cluster::answer(router.clone(), Some(Arc::new(move |bytes| raft.handle_rpc(bytes))), payload)
+            Some((router, raft, driver)) => {
+                let (raft, driver) = (raft.clone(), driver.clone());
+                let replicas: ReplicasHandler = Arc::new(move |op| {
+                    let driver = driver.clone();
+                    Box::pin(async move { driver.handle(op).await })
+                });
+                cluster::answer(
+                    router.clone(),
+                    Some(Arc::new(move |bytes| raft.handle_rpc(bytes))),
+                    Some(replicas),
+                    payload,
+                )
             }
             None => Box::pin(async {
                 codec::encode::<crate::protocol::ShardAnswer>(&Err(crate::error::ApiError::NotLeader {
@@ -214,13 +240,11 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
     let shards = config.cluster.shards;
     let me = config.node.id.clone();
     let members = members(config);
-    if !members.contains(&me) {
-        return Err(StartError::Membership(format!("node.id {me:?} is not among the seeds {members:?}")));
-    }
     let dir = config.node.data_dir.join("store");
     let store = Store::open(&dir, shards)
         .map_err(|e| StartError::Store { dir: dir.display().to_string(), reason: e.to_string() })?;
-    let clustered = members.len() > 1;
+    // A node outside the seeds joins the cluster they form.
+    let clustered = members.len() > 1 || !members.contains(&me);
     let handler = Arc::new(LateHandler::default());
     let transport = if clustered {
         Some(Transport::start(transport_config(config, Role::Node)?, Some(handler.clone())).await?)
@@ -261,18 +285,30 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
     let rf = config.cluster.replication_factor as usize;
     let replicas = (0..shards).map(|s| placement(s, &members, rf)).collect();
     let remote = transport.clone().map(|t| Arc::new(TransportRemote(t)) as Arc<dyn Remote>);
-    let local = LocalShards { table, log, store };
+    let local = LocalShards { table, log, store: store.clone() };
     let router = Arc::new(Router::new(me, shards, Some(local), remote, replicas));
-    if let Some(raft) = &raft {
-        // Set once, here: a second set cannot happen.
-        let _ = handler.ready.set((router.clone(), raft.clone()));
-    }
+    let driver = match (&raft, &transport) {
+        (Some(raft), Some(_)) => {
+            let settings = DriverSettings {
+                addr: config.cluster.advertise.clone().unwrap_or_else(|| config.cluster.listen.to_string()),
+                replication_factor: rf,
+                max_moves: config.cluster.max_concurrent_moves as usize,
+                interval: DriverSettings::DEFAULT_INTERVAL,
+                move_timeout: DriverSettings::DEFAULT_MOVE_TIMEOUT,
+            };
+            let driver = Driver::new(router.clone(), raft.clone(), store.clone(), settings);
+            // Set once, here: a second set cannot happen.
+            let _ = handler.ready.set((router.clone(), raft.clone(), driver.clone()));
+            Some(driver.spawn())
+        }
+        _ => None,
+    };
     // Computed alike on every node from the same seeds, so racing bootstraps would write the same record;
     // only the metadata group's leader writes it, and only once.
     let initial = ClusterMeta::initial(shards, rf, meta::seed_members(config));
     let keeper = meta::spawn_keeper(router.clone(), Some(initial));
     let cluster = Arc::new(Cluster::new(cluster_settings(config), router, passwords(config)?, Tokens::new(token_key)));
-    Ok(NodeHandle { cluster, supervisor, join, raft, transport, keeper })
+    Ok(NodeHandle { cluster, supervisor, join, raft, transport, keeper, driver })
 }
 
 /// Starts a gateway: it holds no shards and routes every call to the nodes of `cluster.seeds`.

@@ -98,6 +98,10 @@ pub struct Leadership {
 /// Number of log entries applied to a shard's state machine (u64, little-endian).
 pub(crate) const APPLIED_KEY: &[u8] = b"\0meta/applied";
 const SHARDS_KEY: &[u8] = b"shard_count";
+/// The name of the node the store belongs to.
+const NODE_KEY: &[u8] = b"node";
+/// Present once the node has known a cluster metadata record.
+const KNOWS_CLUSTER_KEY: &[u8] = b"knows_cluster";
 const MAX_BATCH: usize = 4096;
 
 struct CommitRequest {
@@ -310,6 +314,67 @@ impl Store {
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+
+    /// Ties the store to the node `name` on first use; refuses a store another node made, so that a
+    /// data directory copied or mounted on the wrong node cannot vote in groups under a false name.
+    pub async fn claim(&self, name: &str) -> Result<(), StoreError> {
+        let (db, name) = (self.db.clone(), name.to_owned());
+        self.run(true, move || match db.get(NODE_KEY)? {
+            Some(owner) if owner.as_ref() != name.as_bytes() => Err(StoreError::Io(format!(
+                "the data directory belongs to another node, {:?}, not {name:?}",
+                String::from_utf8_lossy(&owner)
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                db.insert(NODE_KEY, name.as_bytes())?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Whether this node has ever known a cluster metadata record: from then on its groups only ever
+    /// change by membership changes, never by a bootstrap from the seed list again.
+    pub fn knows_cluster(&self) -> Result<bool, StoreError> {
+        Ok(self.db.get(KNOWS_CLUSTER_KEY)?.is_some())
+    }
+
+    /// Records durably that this node knows a cluster metadata record ([`Store::knows_cluster`]).
+    pub async fn set_knows_cluster(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        self.run(true, move || {
+            db.insert(KNOWS_CLUSTER_KEY, b"1")?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether the raft group `shard` has left anything in this store (a vote, log entries, a snapshot).
+    pub fn has_group_state(&self, shard: ShardId) -> Result<bool, StoreError> {
+        let name = group_log_tree(shard);
+        if !self.db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes()) {
+            return Ok(false);
+        }
+        Ok(!self.db.open_tree(name)?.is_empty())
+    }
+
+    /// Erases group `shard` from this store, its raft log and its state machine, durably: what a replica
+    /// leaves behind once it is no longer one. A later replica here starts empty and catches up from the
+    /// leader.
+    pub async fn wipe_group(&self, shard: ShardId) -> Result<(), StoreError> {
+        let (db, data) = (self.db.clone(), self.tree(shard).clone());
+        self.run(true, move || {
+            db.open_tree(group_log_tree(shard))?.clear()?;
+            data.clear()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The tree of group `shard`'s raft log, vote and snapshot.
+pub(crate) fn group_log_tree(shard: ShardId) -> String {
+    format!("raft-log-{shard}")
 }
 
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {

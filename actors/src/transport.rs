@@ -1,9 +1,11 @@
-//! The cluster transport: one authenticated ractor_cluster channel between this process and each node
-//! of the seed list, carrying request/response calls between node endpoints, with a failure detector.
+//! The cluster transport: one authenticated ractor_cluster channel between this process and each of its
+//! peers, carrying request/response calls between node endpoints, with a failure detector. The peers are
+//! the seeds at start; [`Transport::add_peer`] and [`Transport::remove_peer`] change them at run time,
+//! so that nodes can join and leave a running cluster.
 //!
 //! - `endpoint`: the node's one remotable actor (calls and pings) and its wire framing.
 //! - `sessions`: the NodeServer's session events; reports a rejected cookie.
-//! - `connector`: one dialer per seed, reconnecting with backoff and jitter.
+//! - `connector`: one dialer per peer, reconnecting with backoff and jitter.
 //! - `detector`: heartbeats and the `Up` / `Suspect` / `Down` state of every peer.
 //! - `metrics`: `playground_transport_*`.
 //!
@@ -13,7 +15,7 @@
 //! ```text
 //! NodeServer (ractor_cluster)   listener + one NodeSession per peer (a RemoteActor proxy per remote actor)
 //! Endpoint                      nodes only; pg group `playground.endpoint.<id>`; a task per call
-//! dialer task × seed            keeps a session to the seed
+//! dialer task × peer            keeps a session to the peer; started and stopped with the peer
 //! detector task                 pings every heartbeat, publishes peer states
 //! ```
 
@@ -23,9 +25,9 @@ mod endpoint;
 mod metrics;
 mod sessions;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cluster_config::SeedAddr;
@@ -34,6 +36,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -100,7 +103,7 @@ pub enum PeerState {
 #[derive(Debug, Clone)]
 pub struct PeerStatus {
     pub id: String,
-    /// Its seed address as configured: an IP address or a host name and a port.
+    /// Its address as configured or added: an IP address or a host name and a port.
     pub addr: SeedAddr,
     pub state: PeerState,
     /// Time since its last answer, `None` if it never answered.
@@ -141,7 +144,37 @@ pub struct Transport {
     peers: Arc<Peers>,
     sessions: Arc<Sessions>,
     shutdown: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Where dialers of added peers run: `add_peer` may be called from a thread outside the runtime.
+    runtime: Handle,
+    tasks: Mutex<Tasks>,
+}
+
+/// The transport's tasks. One lock serializes `add_peer`, `remove_peer` and `stop`, and keeps the
+/// dialers in step with the detector's list.
+#[derive(Default)]
+struct Tasks {
+    /// One per peer.
+    dialers: HashMap<String, Dialing>,
+    /// The detector, and the dialers of removed peers until they end, so that `stop` waits for them.
+    others: Vec<JoinHandle<()>>,
+}
+
+struct Dialing {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Starts a dialer that keeps a session to `peer` until its `stop` is set or dropped.
+fn spawn_dialer(
+    runtime: &Handle,
+    peer: String,
+    addr: SeedAddr,
+    server: &ActorRef<NodeServerMessage>,
+    sessions: &Arc<Sessions>,
+) -> Dialing {
+    let (stop, shutdown) = watch::channel(false);
+    let dialer = connector::Dialer { peer, addr, server: server.clone(), sessions: sessions.clone(), shutdown };
+    Dialing { stop, task: runtime.spawn(dialer.run()) }
 }
 
 impl Transport {
@@ -208,18 +241,13 @@ impl Transport {
 
         let peers = Arc::new(Peers::new(seeds.clone(), config.heartbeat_interval, config.failure_timeout));
         let (shutdown, _) = watch::channel(false);
-        let mut tasks = Vec::with_capacity(seeds.len() + 1);
+        let runtime = Handle::current();
+        let mut tasks = Tasks::default();
         for (peer, addr) in seeds {
-            let dialer = connector::Dialer {
-                peer,
-                addr,
-                server: server.clone(),
-                sessions: sessions.clone(),
-                shutdown: shutdown.subscribe(),
-            };
-            tasks.push(tokio::spawn(dialer.run()));
+            let dialing = spawn_dialer(&runtime, peer.clone(), addr, &server, &sessions);
+            tasks.dialers.insert(peer, dialing);
         }
-        tasks.push(tokio::spawn(detector::run(peers.clone(), sessions.clone(), shutdown.subscribe())));
+        tasks.others.push(runtime.spawn(detector::run(peers.clone(), sessions.clone(), shutdown.subscribe())));
         info!(id = %config.id, role = ?config.role, addr = %local_addr, peers = ?ids, "cluster transport started");
         Ok(Arc::new(Transport {
             id: config.id,
@@ -229,8 +257,58 @@ impl Transport {
             peers,
             sessions,
             shutdown,
+            runtime,
             tasks: Mutex::new(tasks),
         }))
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, Tasks> {
+        // A panic while holding this lock leaves plain data behind, still consistent enough to use.
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tracks peer `id` at `addr` from now on, like a seed: a dialer keeps a session to it and the failure
+    /// detector watches it (`Down` until it answers). False, and nothing changes, if `id` is empty, this
+    /// process's, already a peer, or the transport is stopped.
+    pub fn add_peer(&self, id: &str, addr: SeedAddr) -> bool {
+        if id.is_empty() || id == self.id {
+            return false;
+        }
+        let mut tasks = self.tasks();
+        // Read under the lock `stop` takes after setting the flag: no dialer can start behind its back.
+        if *self.shutdown.borrow() {
+            return false;
+        }
+        // Known to the sessions first, so that the dialer's session is not taken for a stranger's.
+        self.sessions.know(id);
+        if !self.peers.add(id.to_owned(), addr.clone()) {
+            return false;
+        }
+        metrics::init(&[id.to_owned()]);
+        let dialing = spawn_dialer(&self.runtime, id.to_owned(), addr.clone(), &self.server, &self.sessions);
+        tasks.dialers.insert(id.to_owned(), dialing);
+        info!(peer = %id, addr = %addr, "cluster peer added");
+        true
+    }
+
+    /// Stops tracking peer `id`, a seed or an added one: its dialer stops, the failure detector drops it
+    /// (published on [`Transport::watch`]) and its sessions close. Calls to it then fail like calls to
+    /// any other node: `NotConnected`, unless it dials this process again. False if it was not a peer.
+    pub fn remove_peer(&self, id: &str) -> bool {
+        let mut tasks = self.tasks();
+        if !self.peers.remove(id) {
+            return false;
+        }
+        if let Some(dialing) = tasks.dialers.remove(id) {
+            dialing.stop.send_replace(true);
+            tasks.others.retain(|t| !t.is_finished());
+            tasks.others.push(dialing.task);
+        }
+        // After the dialer's stop: a dial it still completes is closed when it authenticates.
+        self.sessions.forget(id);
+        metrics::forget(id);
+        info!(peer = %id, "cluster peer removed");
+        true
     }
 
     /// The NodeServer's address, with the port it really listens on.
@@ -287,12 +365,12 @@ impl Transport {
         }
     }
 
-    /// Every seed except this process, with its failure-detector state.
+    /// Every peer (the seeds except this process, and those added since), with its failure-detector state.
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.peers.snapshot()
     }
 
-    /// The failure-detector state of seed `node`; `None` if it is not a seed.
+    /// The failure-detector state of peer `node`; `None` if it is not a peer.
     pub fn state_of(&self, node: &str) -> Option<PeerState> {
         self.peers.get(node).map(|p| p.state())
     }
@@ -307,7 +385,15 @@ impl Transport {
         if self.shutdown.send_replace(true) {
             return;
         }
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut tasks = self.tasks();
+            let mut all = std::mem::take(&mut tasks.others);
+            for (_, dialing) in tasks.dialers.drain() {
+                dialing.stop.send_replace(true);
+                all.push(dialing.task);
+            }
+            all
+        };
         for task in tasks {
             if tokio::time::timeout(STOP_WAIT, task).await.is_err() {
                 warn!(id = %self.id, "a transport task did not stop in time");

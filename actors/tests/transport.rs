@@ -32,6 +32,9 @@ struct PeerSpec {
     /// `id@addr` of the test process.
     parent: String,
     cookie: String,
+    /// The peer does not have the test process among its seeds, so it never dials it.
+    #[serde(default)]
+    passive: bool,
 }
 
 /// Echoes, except that `relay:X` makes the peer call the test process with `X` and answer with what
@@ -80,7 +83,7 @@ fn transport_peer() {
             id: spec.id.clone(),
             role: Role::Node,
             listen: spec.listen,
-            seeds: vec![parent],
+            seeds: if spec.passive { vec![] } else { vec![parent] },
             cookie: spec.cookie.clone(),
             heartbeat_interval: HEARTBEAT,
             failure_timeout: FAILURE_TIMEOUT,
@@ -210,6 +213,7 @@ async fn pair_as(prefix: &str, peer_cookie: &str, role: Role) -> (Arc<Transport>
         listen: peer_addr,
         parent: format!("{parent_id}@{}", transport.local_addr()),
         cookie: peer_cookie.into(),
+        passive: false,
     };
     let peer = Peer::spawn(&spec);
     (transport, peer, spec)
@@ -387,6 +391,7 @@ async fn seeds_given_by_host_name_are_resolved_when_dialing() {
         listen: peer_addr,
         parent: format!("{parent_id}@localhost:{}", t.local_addr().port()),
         cookie: COOKIE.into(),
+        passive: false,
     };
     let _peer = Peer::spawn(&spec);
     wait_state(&t, &spec.id, PeerState::Up, Duration::from_secs(10)).await;
@@ -400,4 +405,87 @@ async fn seeds_given_by_host_name_are_resolved_when_dialing() {
     assert!(shown.contains(&format!("dns-b=localhost:{}", peer_addr.port())), "{shown:?}");
     assert!(shown.contains(&"dns-nowhere=no-such-node.invalid:7100".to_owned()), "{shown:?}");
     t.stop().await;
+}
+
+/// A peer learned at run time is dialed and watched like a seed; once removed it is gone from the
+/// detector, its session closes, and it can be added again. The peer never dials the test process, so
+/// every session here is one that `add_peer`'s dialer made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_can_be_added_and_removed_at_run_time() {
+    let _serial = SERIAL.lock().await;
+    captured_logs();
+    let peer_addr = free_port();
+    let (parent_id, peer_id, seed_id) = ("dyn-a", "dyn-b", "dyn-seed");
+    let config = TransportConfig {
+        id: parent_id.into(),
+        role: Role::Node,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        // A seed that never answers: the added peer must not wait for it.
+        seeds: vec![Seed { id: seed_id.into(), addr: free_port().into() }],
+        cookie: COOKIE.into(),
+        heartbeat_interval: HEARTBEAT,
+        failure_timeout: FAILURE_TIMEOUT,
+    };
+    let t = Transport::start(config, Some(Arc::new(Echo))).await.expect("transport starts");
+    assert!(!t.add_peer(parent_id, peer_addr.into()), "its own id is not a peer");
+    assert!(!t.add_peer(seed_id, peer_addr.into()), "a seed is a peer already");
+    assert_eq!(t.state_of(seed_id), Some(PeerState::Down));
+
+    let spec = PeerSpec {
+        id: peer_id.into(),
+        listen: peer_addr,
+        parent: format!("{parent_id}@{}", t.local_addr()),
+        cookie: COOKIE.into(),
+        passive: true,
+    };
+    let _peer = Peer::spawn(&spec);
+    assert_eq!(t.state_of(peer_id), None);
+    assert_eq!(
+        t.call(peer_id, b"x".to_vec(), CALL_TIMEOUT).await,
+        Err(TransportError::NotConnected { peer: peer_id.into() }),
+        "no session before it is added"
+    );
+
+    for round in ["added", "added again"] {
+        let mut rx = t.watch();
+        assert!(t.add_peer(peer_id, peer_addr.into()), "{round}");
+        assert!(!t.add_peer(peer_id, peer_addr.into()), "{round}: a second add changes nothing");
+        assert!(rx.borrow_and_update().iter().any(|p| p.id == peer_id), "{round}: the addition is published");
+        let up = wait_state(&t, peer_id, PeerState::Up, Duration::from_secs(10)).await;
+        eprintln!("{round}: peer up after {up:?}");
+        let answer = t.call(peer_id, b"hello".to_vec(), CALL_TIMEOUT).await.expect("call to the added peer");
+        assert_eq!(answer, b"hello", "{round}");
+        let ids: Vec<String> = t.peers().into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, [seed_id, peer_id], "{round}");
+
+        assert!(t.remove_peer(peer_id), "{round}: removed");
+        assert!(!t.remove_peer(peer_id), "{round}: removed twice");
+        assert_eq!(t.state_of(peer_id), None, "{round}");
+        assert!(!t.peers().iter().any(|p| p.id == peer_id), "{round}: {:?}", t.peers());
+        assert!(!rx.borrow_and_update().iter().any(|p| p.id == peer_id), "{round}: the removal is published");
+        // Its session closes soon after, and nothing dials it again.
+        let start = Instant::now();
+        loop {
+            match t.call(peer_id, b"x".to_vec(), CALL_TIMEOUT).await {
+                Err(TransportError::NotConnected { .. }) => break,
+                other => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(5),
+                        "{round}: still reachable when removed: {other:?}"
+                    )
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(t.state_of(seed_id), Some(PeerState::Down), "{round}: the seed is untouched");
+    }
+
+    assert!(t.add_peer(peer_id, peer_addr.into()), "added a third time, to be stopped with the transport");
+    t.stop().await;
+    assert!(!t.add_peer("dyn-c", peer_addr.into()), "a stopped transport adds no peer");
+    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    assert!(
+        !logs.lines().any(|l| l.contains("did not stop in time") && l.contains(parent_id)),
+        "every dialer stopped with the transport"
+    );
 }

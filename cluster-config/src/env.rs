@@ -20,6 +20,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_REPLICATION_FACTOR", "cluster.replication_factor"),
     ("PLAYGROUND_HEARTBEAT_INTERVAL", "cluster.heartbeat_interval"),
     ("PLAYGROUND_FAILURE_TIMEOUT", "cluster.failure_timeout"),
+    ("PLAYGROUND_ADVERTISE", "cluster.advertise"),
+    ("PLAYGROUND_MAX_CONCURRENT_MOVES", "cluster.max_concurrent_moves"),
     ("PLAYGROUND_SESSION_TTL", "sessions.ttl"),
     ("PLAYGROUND_TOKEN_KEY", "security.token_key"),
     ("PLAYGROUND_TOKEN_KEY_FILE", "security.token_key_file"),
@@ -73,6 +75,10 @@ impl Config {
             "cluster.replication_factor" => self.cluster.replication_factor = parse_num(value, "an integer")?,
             "cluster.heartbeat_interval" => self.cluster.heartbeat_interval = duration_str::parse(value)?,
             "cluster.failure_timeout" => self.cluster.failure_timeout = duration_str::parse(value)?,
+            "cluster.advertise" => self.cluster.advertise = non_empty(value),
+            "cluster.max_concurrent_moves" => {
+                self.cluster.max_concurrent_moves = parse_num(value, "an integer")?;
+            }
             "cluster.log" => {
                 self.cluster.log = LogEngine::from_name(value.trim())
                     .ok_or_else(|| format!("invalid value {value:?}; expected \"local\" or \"raft\""))?;

@@ -24,6 +24,10 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 pub const HEARTBEAT_INTERVAL_RANGE: RangeInclusive<Duration> = Duration::from_millis(10)..=Duration::from_secs(60);
 pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const FAILURE_TIMEOUT_RANGE: RangeInclusive<Duration> = Duration::from_millis(50)..=Duration::from_secs(600);
+/// How many shards the placement driver moves at once: enough to rebalance 64 shards in seconds, few
+/// enough that a join never starves the shards that are not moving.
+pub const DEFAULT_MAX_CONCURRENT_MOVES: u32 = 8;
+pub const MAX_CONCURRENT_MOVES_RANGE: RangeInclusive<u32> = 1..=256;
 pub const MIN_COOKIE_CHARS: usize = 16;
 
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -115,6 +119,11 @@ pub struct ClusterConfig {
     /// Silence after which a peer is marked down.
     #[serde(with = "duration_str")]
     pub failure_timeout: Duration,
+    /// The `host:port` other members reach this node's `listen` at, recorded when it joins; `None`: the
+    /// `listen` address itself (right when it is not a wildcard and no proxy or NAT sits between).
+    pub advertise: Option<String>,
+    /// How many shards the placement driver moves at once.
+    pub max_concurrent_moves: u32,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -128,6 +137,8 @@ impl fmt::Debug for ClusterConfig {
             .field("replication_factor", &self.replication_factor)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("failure_timeout", &self.failure_timeout)
+            .field("advertise", &self.advertise)
+            .field("max_concurrent_moves", &self.max_concurrent_moves)
             .finish()
     }
 }
@@ -249,6 +260,8 @@ impl Default for ClusterConfig {
             replication_factor: DEFAULT_REPLICATION_FACTOR,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+            advertise: None,
+            max_concurrent_moves: DEFAULT_MAX_CONCURRENT_MOVES,
         }
     }
 }

@@ -39,7 +39,10 @@ impl Member {
 pub struct ProcessCluster {
     binary: PathBuf,
     env: Vec<(String, String)>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// The first nodes' real cluster addresses (`id@addr`): the seed list of a node that joins later.
+    seeds: Vec<String>,
+    shards: u32,
     pub nodes: Vec<Member>,
     pub gateways: Vec<Member>,
     /// With [`ProcessCluster::start_proxied`]: one fault proxy per directed link (from, to, proxy).
@@ -210,7 +213,9 @@ impl ProcessCluster {
         let mut cluster = ProcessCluster {
             binary: binary.to_owned(),
             env,
-            _dir: dir,
+            dir,
+            seeds: seeds.clone(),
+            shards,
             nodes: node_members,
             gateways: gateway_members,
             links,
@@ -307,6 +312,21 @@ impl ProcessCluster {
             self.nodes[i].process = Some(s.join().map_err(|_| anyhow::anyhow!("a start thread panicked"))??);
         }
         Ok(())
+    }
+
+    /// Starts one more node, `node-N`, pointed at the first nodes as its seeds (directly, not through a
+    /// proxy), and returns its index; it joins the running cluster.
+    pub fn add_node(&mut self) -> Result<usize> {
+        let i = self.nodes.len();
+        let name = format!("node-{}", i + 1);
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, config_text(&name, self.dir.path(), free_port()?, &self.seeds, self.shards))?;
+        let mut m = Member { name, subcommand: "node", config, env: vec![], process: None };
+        let env = self.env_of(&m);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        m.process = Some(NodeProcess::start_with_config(&self.binary, m.subcommand, &m.config, &env)?);
+        self.nodes.push(m);
+        Ok(i)
     }
 
     /// Starts node `i` again on its data.

@@ -18,8 +18,11 @@ use crate::protocol::{NodeStatus, Request, ShardAnswer, ShardCall};
 use crate::shard::ShardMsg;
 use crate::store::{ShardLog, Store};
 
-/// Attempts of one call, across leader changes and unreachable nodes, within its timeout.
-const MAX_ATTEMPTS: u32 = 8;
+/// Attempts of one call, across leader changes and unreachable nodes, within its timeout: enough to ride
+/// out an election or a leadership transfer (a few hundred ms) with the pauses below.
+const MAX_ATTEMPTS: u32 = 40;
+/// The longest pause between two rounds over a shard's replicas.
+const MAX_PAUSE: Duration = Duration::from_millis(250);
 
 /// Why a message to another process failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -46,6 +49,9 @@ pub trait Remote: Send + Sync + 'static {
     fn call(&self, node: &str, payload: Vec<u8>, timeout: Duration)
         -> BoxFuture<'static, Result<Vec<u8>, RemoteError>>;
     fn peers(&self) -> Vec<Peer>;
+    /// Starts keeping a session to node `id` at cluster address `addr` (a member that joined after this
+    /// process started); nothing if it is known already.
+    fn add_peer(&self, _id: &str, _addr: &str) {}
 }
 
 /// The shards this process holds, when it is a node.
@@ -180,7 +186,7 @@ impl Router {
                 // after a pause, and have the placement looked up again.
                 tried.clear();
                 self.meta_stale.notify_one();
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1)).min(left)).await;
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1)).min(MAX_PAUSE).min(left)).await;
                 continue;
             };
             let attempt_result = if target == self.me && self.local.is_some() {
@@ -318,8 +324,21 @@ pub enum Attempt {
 /// Hands a raft message to this node's groups and returns their answer.
 pub type RaftHandler = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
 
-/// Answers requests from other processes: shard calls, status, and raft messages (handed to `raft`).
-pub fn answer(router: Arc<Router>, raft: Option<RaftHandler>, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
+/// Serves a membership or placement request (`crate::placement_driver::Driver::handle`).
+pub type ReplicasHandler = Arc<
+    dyn Fn(crate::placement_driver::ReplicaOp) -> BoxFuture<'static, crate::placement_driver::ReplicaAnswer>
+        + Send
+        + Sync,
+>;
+
+/// Answers requests from other processes: shard calls, status, raft messages (handed to `raft`) and
+/// membership and placement requests (handed to `replicas`).
+pub fn answer(
+    router: Arc<Router>,
+    raft: Option<RaftHandler>,
+    replicas: Option<ReplicasHandler>,
+    payload: Vec<u8>,
+) -> BoxFuture<'static, Vec<u8>> {
     Box::pin(async move {
         match codec::decode::<Request>(b"request", &payload) {
             Ok(Request::Shard { shard, call, inject_panic }) => {
@@ -341,6 +360,13 @@ pub fn answer(router: Arc<Router>, raft: Option<RaftHandler>, payload: Vec<u8>) 
                 Some(handle) => handle(bytes).await,
                 None => vec![],
             },
+            Ok(Request::Replicas(op)) => {
+                let answer: crate::placement_driver::ReplicaAnswer = match &replicas {
+                    Some(handle) => handle(op).await,
+                    None => Err(ApiError::Unavailable(format!("{} does not take part in placement", router.me))),
+                };
+                codec::encode(&answer)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable request from a peer");
                 codec::encode::<ShardAnswer>(&Err(ApiError::BadRequest(format!("unreadable request: {e}"))))

@@ -85,6 +85,10 @@ impl std::fmt::Debug for RaftSettings {
     }
 }
 
+/// A follower that heard from its leader this recently refuses to vote for anyone else (openraft's
+/// leader lease is the longest election timeout), which is what a leadership hand-over waits out.
+pub(crate) const LEADER_LEASE: std::time::Duration = std::time::Duration::from_millis(600);
+
 /// Heartbeats every 100 ms and elections after 300–600 ms of silence: a leader's loss is noticed in
 /// about a second (FACTS.md), and 64 idle groups cost little.
 pub(crate) fn raft_config(shard: ShardId, settings: &RaftSettings) -> Result<Arc<openraft::Config>, RaftStartError> {
@@ -92,7 +96,7 @@ pub(crate) fn raft_config(shard: ShardId, settings: &RaftSettings) -> Result<Arc
         cluster_name: format!("shard-{shard}"),
         heartbeat_interval: 100,
         election_timeout_min: 300,
-        election_timeout_max: 600,
+        election_timeout_max: LEADER_LEASE.as_millis() as u64,
         install_snapshot_timeout: settings.snapshot_timeout.as_millis() as u64,
         snapshot_max_chunk_size: 1 << 20,
         // A snapshot is a dump of the shard's keys; taking one now and then keeps the raft log short.

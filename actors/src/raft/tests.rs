@@ -140,12 +140,15 @@ async fn a_group_restarts_from_its_snapshot_after_the_log_is_purged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_must_be_a_member_and_replicates_only_its_shards() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), 8).expect("open");
+async fn a_node_replicates_only_its_shards_and_one_outside_the_seeds_none() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
     let members = vec!["a".to_owned(), "b".to_owned()];
     let outsider = RaftSettings::new("c", members.clone(), 1, Arc::new(NoTransport));
-    assert!(matches!(RaftLog::start(store.clone(), outsider).await, Err(RaftStartError::Config(_))));
+    let joiner = RaftLog::start(Store::open(elsewhere.path(), 8).expect("open"), outsider).await.expect("start");
+    assert!(joiner.local_groups().is_empty(), "a node outside the seeds waits to be given replicas");
+    joiner.shutdown().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), 8).expect("open");
     // With a factor of 1 over two members, node "a" holds the even shards alone (and elects itself).
     let log =
         RaftLog::start(store.clone(), RaftSettings::new("a", members, 1, Arc::new(NoTransport))).await.expect("start");
@@ -225,6 +228,8 @@ impl RaftTransport for MemTransport {
 struct Cluster {
     net: Arc<Net>,
     names: Vec<String>,
+    /// The first `seeds` names are the seed list every node starts with; the others joined later.
+    seeds: usize,
     shards: u32,
     snapshot_logs: u64,
     dirs: Vec<tempfile::TempDir>,
@@ -235,8 +240,8 @@ impl Cluster {
     async fn start(n: usize, shards: u32, snapshot_logs: u64) -> Cluster {
         let names = (0..n).map(|i| format!("node-{i}")).collect();
         let dirs = (0..n).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-        let mut c =
-            Cluster { net: Arc::default(), names, shards, snapshot_logs, dirs, nodes: (0..n).map(|_| None).collect() };
+        let nodes = (0..n).map(|_| None).collect();
+        let mut c = Cluster { net: Arc::default(), names, seeds: n, shards, snapshot_logs, dirs, nodes };
         for i in 0..n {
             c.start_node(i).await;
         }
@@ -246,11 +251,23 @@ impl Cluster {
     async fn start_node(&mut self, i: usize) {
         let store = Store::open(self.dirs[i].path(), self.shards).expect("open");
         let transport = Arc::new(MemTransport { from: self.names[i].clone(), net: self.net.clone() });
-        let mut settings = RaftSettings::new(self.names[i].clone(), self.names.clone(), 3, transport);
+        let seeds = self.names[..self.seeds].to_vec();
+        let mut settings = RaftSettings::new(self.names[i].clone(), seeds, 3, transport);
         settings.snapshot_logs = self.snapshot_logs;
         let log = RaftLog::start(store.clone(), settings).await.expect("start");
         self.net.nodes.lock().expect("lock").insert(self.names[i].clone(), Arc::downgrade(&log));
         self.nodes[i] = Some((store, log));
+    }
+
+    /// Starts one more node, outside the seed list; it holds no replica until it is given one. Returns
+    /// its index.
+    async fn join(&mut self) -> usize {
+        let i = self.names.len();
+        self.names.push(format!("node-{i}"));
+        self.dirs.push(tempfile::tempdir().expect("tempdir"));
+        self.nodes.push(None);
+        self.start_node(i).await;
+        i
     }
 
     async fn stop_node(&mut self, i: usize) {
@@ -310,6 +327,16 @@ impl Cluster {
                 Err(e) => assert!(Instant::now() < deadline, "append {key} on shard {shard}: {e}"),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the stores of nodes `on` hold `key` with `value` on `shard`.
+    async fn wait_replicated_on(&self, on: &[usize], shard: ShardId, key: &str, value: u32) {
+        for &i in on {
+            let store = self.store(i).clone();
+            let what = format!("{key} on node-{i}");
+            eventually(Duration::from_secs(10), &what, || store.get::<u32>(shard, key).ok().flatten() == Some(value))
+                .await;
         }
     }
 
@@ -541,5 +568,81 @@ async fn the_metadata_group_elects_and_every_node_reads_the_one_record() {
         older.placement[0].reverse();
         assert!(!router.offer_meta(older), "a record no newer than the one held is ignored");
     }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moves_to_a_joined_node_under_writes_and_leadership_follows() {
+    let shard = 0;
+    let mut c = Cluster::start(3, 2, 20).await;
+    let newcomer = c.join().await;
+    assert!(c.log(newcomer).local_groups().is_empty());
+    let leader = c.wait_leader(shard, None).await;
+    for k in 0..30 {
+        c.append(shard, format!("k/{k:03}"), k).await;
+    }
+    // Replace one follower by the newcomer while writes go on.
+    let gone = (0..3).find(|&i| i != leader).expect("a follower");
+    let voters: Vec<String> =
+        (0..3).filter(|&i| i != gone).map(|i| c.names[i].clone()).chain([c.names[newcomer].clone()]).collect();
+    c.log(newcomer).open_replica(shard).await.expect("open");
+    let writer = {
+        let log = c.log(leader).clone();
+        tokio::spawn(async move {
+            let mut acked = vec![];
+            for k in 30..90u32 {
+                if log.append(shard, entry(format!("k/{k:03}"), k)).await.is_ok() {
+                    acked.push(k);
+                }
+            }
+            acked
+        })
+    };
+    c.log(leader).change_replicas(shard, &voters, Duration::from_secs(20)).await.expect("move");
+    let acked = writer.await.expect("join");
+    assert!(!acked.is_empty(), "writes went on during the move");
+    let joined = c.log(newcomer).clone();
+    eventually(Duration::from_secs(10), "the newcomer votes", || joined.is_voter(shard)).await;
+    let status = c.log(leader).group_status(shard).expect("status");
+    let mut replicas = status.replicas.clone();
+    replicas.sort();
+    let mut want = voters.clone();
+    want.sort();
+    assert_eq!(replicas, want, "the group's members are the new set");
+    let last = *acked.last().expect("acked");
+    let store = c.store(newcomer).clone();
+    eventually(Duration::from_secs(10), "the newcomer holds every acknowledged write", || {
+        store.get::<u32>(shard, &format!("k/{last:03}")).ok().flatten() == Some(last)
+    })
+    .await;
+    for k in (0..30).chain(acked.iter().copied()) {
+        assert_eq!(store.get::<u32>(shard, &format!("k/{k:03}")).expect("get"), Some(k), "k/{k:03} on the newcomer");
+    }
+    // The removed replica closes and erases what it held.
+    c.log(gone).close_replica(shard).await.expect("close");
+    assert!(!c.log(gone).is_replica(shard));
+    assert_eq!(c.store(gone).applied_index(shard).expect("index"), 0);
+    assert!(!c.store(gone).has_group_state(shard).expect("state"));
+
+    // Leadership moves to the newcomer: the leader hands over, the newcomer stands for election.
+    let leader = c.wait_leader(shard, None).await;
+    c.log(leader).hand_over(shard, &c.names[newcomer]).await.expect("hand over");
+    c.log(newcomer).campaign(shard).await.expect("campaign");
+    eventually(Duration::from_secs(10), "the newcomer leads", || c.log(newcomer).leadership(shard).is_leader).await;
+    c.append(shard, "k/after".into(), 999).await;
+    c.wait_replicated_on(&[leader, newcomer], shard, "k/after", 999).await;
+
+    // A restart of every node keeps the new membership: the removed node opens nothing for the shard.
+    drop((joined, store));
+    for i in 0..c.nodes.len() {
+        c.stop_node(i).await;
+    }
+    for i in 0..c.nodes.len() {
+        c.start_node(i).await;
+    }
+    assert!(!c.log(gone).is_replica(shard), "a removed replica does not come back");
+    assert!(c.log(newcomer).is_replica(shard), "the newcomer resumes its replica");
+    c.append(shard, "k/restarted".into(), 1000).await;
+    c.wait_replicated_on(&[newcomer], shard, "k/restarted", 1000).await;
     c.stop().await;
 }

@@ -1,11 +1,11 @@
-//! Keeps one session to each seed: dials when there is none, with exponential backoff and jitter.
+//! Keeps one session to each peer: dials when there is none, with exponential backoff and jitter.
 //!
 //! Both ends of a pair of nodes dial each other. ractor_cluster settles simultaneous sessions itself
 //! (Erlang's rule: the connection initiated by the node whose name sorts last survives, the other is
 //! closed as `duplicate_connection` on both ends), so a pair never keeps two sessions; a dial happens only
 //! while no authenticated session to the peer exists, and the jitter breaks any lockstep.
 //!
-//! A seed given by host name is resolved at every attempt (a restarted container may come back at
+//! A peer given by host name is resolved at every attempt (a restarted container may come back at
 //! another address); a name that does not resolve is a failed attempt, with the same backoff.
 
 use std::net::SocketAddr;
@@ -68,11 +68,13 @@ pub(crate) struct Dialer {
     pub addr: SeedAddr,
     pub server: ActorRef<NodeServerMessage>,
     pub sessions: Arc<Sessions>,
+    /// Its own channel, not the transport's: it ends the dialer when the transport stops or when the
+    /// peer is removed (true, or the sender dropped).
     pub shutdown: watch::Receiver<bool>,
 }
 
 impl Dialer {
-    /// Runs until shutdown.
+    /// Runs until its shutdown.
     pub(crate) async fn run(mut self) {
         let mut changes = self.sessions.subscribe();
         let mut backoff = INITIAL_BACKOFF;

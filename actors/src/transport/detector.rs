@@ -6,9 +6,12 @@
 //! `failure_timeout` of silence, or at once when the peer has no session (the socket closed: nothing
 //! can reach it until it reconnects). The first answer makes it `Up` again. Any answer counts, calls
 //! included, so a busy peer is not suspected for a ping stuck behind its calls.
+//!
+//! The list of peers changes at run time (`Transport::add_peer`, `remove_peer`): each round works on a
+//! copy of it, and a peer added later starts `Down` like a seed at start.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
@@ -75,7 +78,9 @@ pub(crate) struct Peer {
 }
 
 pub(crate) struct Peers {
-    pub list: Vec<Peer>,
+    /// Locked only for plain reads and edits, never across an await: the detector and pings work on
+    /// clones of the `Arc`s.
+    list: RwLock<Vec<Arc<Peer>>>,
     heartbeat: Duration,
     failure_timeout: Duration,
     published: watch::Sender<Vec<PeerStatus>>,
@@ -83,6 +88,20 @@ pub(crate) struct Peers {
 }
 
 impl Peer {
+    fn new(id: String, addr: cluster_config::SeedAddr) -> Self {
+        Peer {
+            id,
+            addr,
+            health: Mutex::new(Health {
+                state: PeerState::Down,
+                last_heard: None,
+                heard_on_session: false,
+                silent: false,
+            }),
+            ping_in_flight: AtomicBool::new(false),
+        }
+    }
+
     fn health(&self) -> MutexGuard<'_, Health> {
         // A panic while holding this lock leaves plain data behind, still consistent enough to use.
         self.health.lock().unwrap_or_else(|e| e.into_inner())
@@ -109,30 +128,53 @@ impl Peers {
         heartbeat: Duration,
         failure_timeout: Duration,
     ) -> Self {
-        let list: Vec<Peer> = seeds
-            .into_iter()
-            .map(|(id, addr)| Peer {
-                id,
-                addr,
-                health: Mutex::new(Health {
-                    state: PeerState::Down,
-                    last_heard: None,
-                    heard_on_session: false,
-                    silent: false,
-                }),
-                ping_in_flight: AtomicBool::new(false),
-            })
-            .collect();
-        let published = watch::Sender::new(list.iter().map(Peer::status).collect());
-        Self { list, heartbeat, failure_timeout, published, nonce: AtomicU64::new(1) }
+        let list: Vec<Arc<Peer>> = seeds.into_iter().map(|(id, addr)| Arc::new(Peer::new(id, addr))).collect();
+        let published = watch::Sender::new(statuses(&list));
+        Self { list: RwLock::new(list), heartbeat, failure_timeout, published, nonce: AtomicU64::new(1) }
     }
 
-    pub(crate) fn get(&self, id: &str) -> Option<&Peer> {
-        self.list.iter().find(|p| p.id == id)
+    fn list(&self) -> RwLockReadGuard<'_, Vec<Arc<Peer>>> {
+        // A panic while holding this lock leaves plain data behind, still consistent enough to use.
+        self.list.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn list_mut(&self) -> RwLockWriteGuard<'_, Vec<Arc<Peer>>> {
+        self.list.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The peers now; a copy, so that the caller holds no lock.
+    pub(crate) fn peers(&self) -> Vec<Arc<Peer>> {
+        self.list().clone()
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Peer>> {
+        self.list().iter().find(|p| p.id == id).cloned()
+    }
+
+    /// Starts tracking `id`, `Down` until it answers; false if it is tracked already.
+    pub(crate) fn add(&self, id: String, addr: cluster_config::SeedAddr) -> bool {
+        let mut list = self.list_mut();
+        if list.iter().any(|p| p.id == id) {
+            return false;
+        }
+        list.push(Arc::new(Peer::new(id, addr)));
+        self.published.send_replace(statuses(&list));
+        true
+    }
+
+    /// Stops tracking `id`; false if it was not tracked. A ping already under way finds it gone.
+    pub(crate) fn remove(&self, id: &str) -> bool {
+        let mut list = self.list_mut();
+        let Some(at) = list.iter().position(|p| p.id == id) else {
+            return false;
+        };
+        list.remove(at);
+        self.published.send_replace(statuses(&list));
+        true
     }
 
     pub(crate) fn snapshot(&self) -> Vec<PeerStatus> {
-        self.list.iter().map(Peer::status).collect()
+        statuses(&self.list())
     }
 
     pub(crate) fn watch(&self) -> watch::Receiver<Vec<PeerStatus>> {
@@ -152,7 +194,7 @@ impl Peers {
                 h.last_heard = Some(Instant::now());
                 h.heard_on_session = true;
             }
-            self.evaluate(peer, true);
+            self.evaluate(&peer, true);
         }
     }
 
@@ -170,19 +212,29 @@ impl Peers {
             (from, to)
         };
         if from != to {
+            // Under the list's lock: a peer removed meanwhile must not come back in what is published,
+            // nor bring back the metric series its removal dropped.
+            let list = self.list();
+            if !list.iter().any(|p| std::ptr::eq(Arc::as_ptr(p), peer)) {
+                return;
+            }
             warn!(peer = %peer.id, from = ?from, to = ?to, "peer state changed");
             metrics::PEER_UP.with_label_values(&[&peer.id]).set(i64::from(to == PeerState::Up));
             metrics::PEER_STATE_CHANGES.with_label_values(&[&peer.id]).inc();
-            self.published.send_replace(self.snapshot());
+            self.published.send_replace(statuses(&list));
         }
     }
 
     /// Marks every peer down (at shutdown).
     pub(crate) fn all_down(&self) {
-        for peer in &self.list {
-            self.evaluate(peer, false);
+        for peer in self.peers() {
+            self.evaluate(&peer, false);
         }
     }
+}
+
+fn statuses(list: &[Arc<Peer>]) -> Vec<PeerStatus> {
+    list.iter().map(|p| p.status()).collect()
 }
 
 /// Pings and assesses every peer each heartbeat, and at once on every session change, until shutdown.
@@ -197,27 +249,24 @@ pub(crate) async fn run(peers: Arc<Peers>, sessions: Arc<Sessions>, mut shutdown
             _ = shutdown.wait_for(|s| *s) => return,
         }
         sessions.reap_stale(HANDSHAKE_TIMEOUT);
-        for peer in &peers.list {
+        for peer in peers.peers() {
             let endpoint = endpoint_of(&peer.id);
-            peers.evaluate(peer, endpoint.is_some());
+            peers.evaluate(&peer, endpoint.is_some());
             let Some(endpoint) = endpoint else { continue };
             // One probe per peer at a time: a frozen peer costs one pending ping, not one per tick.
             if peer.ping_in_flight.swap(true, Ordering::AcqRel) {
                 continue;
             }
             let peers = peers.clone();
-            let id = peer.id.clone();
             let nonce = peers.nonce.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let answer = endpoint.call(|tx| EndpointMsg::Ping(nonce, tx), Some(peers.heartbeat)).await;
                 if let Ok(CallResult::Success(n)) = answer {
                     if n == nonce {
-                        peers.heard(&id);
+                        peers.heard(&peer.id);
                     }
                 }
-                if let Some(peer) = peers.get(&id) {
-                    peer.ping_in_flight.store(false, Ordering::Release);
-                }
+                peer.ping_in_flight.store(false, Ordering::Release);
             });
         }
     }
@@ -271,11 +320,38 @@ mod tests {
         assert!(rx.has_changed().expect("sender alive"));
         assert_eq!(rx.borrow_and_update()[0].state, Up);
         // Session lost: down at once, and a new session starts with no answer on record.
-        peers.evaluate(&peers.list[0], false);
+        peers.evaluate(&peers.peers()[0], false);
         assert_eq!(rx.borrow_and_update()[0].state, Down);
-        peers.evaluate(&peers.list[0], true);
+        peers.evaluate(&peers.peers()[0], true);
         assert_eq!(peers.snapshot()[0].state, Down);
         assert!(!peers.is_silent("node-2"));
         assert!(peers.snapshot()[0].since_heard.is_some());
+    }
+
+    #[test]
+    fn peers_added_and_removed_are_published_and_a_removed_one_stays_gone() {
+        let peers = Peers::new(vec![("node-2".into(), "127.0.0.1:1".parse().expect("addr"))], HB, FT);
+        let mut rx = peers.watch();
+        assert!(peers.add("node-3".into(), "127.0.0.1:2".parse().expect("addr")));
+        assert!(!peers.add("node-3".into(), "127.0.0.1:3".parse().expect("addr")), "added twice");
+        let ids: Vec<String> = rx.borrow_and_update().iter().map(|p| p.id.clone()).collect();
+        assert_eq!(ids, ["node-2", "node-3"]);
+        assert_eq!(peers.get("node-3").map(|p| p.state()), Some(Down));
+
+        let stale = peers.get("node-3").expect("node-3 is a peer");
+        assert!(peers.remove("node-3"));
+        assert!(!peers.remove("node-3"), "removed twice");
+        assert_eq!(rx.borrow_and_update().len(), 1);
+        // A ping answered after the removal changes nothing that is published.
+        peers.heard("node-3");
+        {
+            let mut h = stale.health();
+            h.last_heard = Some(Instant::now());
+            h.heard_on_session = true;
+        }
+        peers.evaluate(&stale, true);
+        assert!(!rx.has_changed().expect("sender alive"));
+        assert!(peers.get("node-3").is_none());
+        assert_eq!(peers.snapshot().len(), 1);
     }
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the cluster transport, registered in the process-wide default registry like
-//! `crate::metrics`. Every `peer` label is a seed id (or `other`), so label sets stay bounded.
+//! `crate::metrics`. Every `peer` label is the id of a current peer, a seed or one added at run time (or
+//! `other`), and a removed peer's series go with it, so label sets stay bounded as peers come and go.
 
 use std::sync::LazyLock;
 
@@ -69,4 +70,13 @@ pub fn init(peers: &[String]) {
         AUTH_FAILURES.with_label_values(&[peer]);
         CALL_SECONDS.with_label_values(&[peer]);
     }
+}
+
+/// Drops a removed peer's series. A call to it that was under way may still record one last sample.
+pub fn forget(peer: &str) {
+    // An error only says the series did not exist.
+    let _ = PEER_UP.remove_label_values(&[peer]);
+    let _ = PEER_STATE_CHANGES.remove_label_values(&[peer]);
+    let _ = AUTH_FAILURES.remove_label_values(&[peer]);
+    let _ = CALL_SECONDS.remove_label_values(&[peer]);
 }

@@ -4,9 +4,13 @@
 //! cookie: `client_connect` returns `Ok` and the session just closes (FACTS.md). A session that closes
 //! after the peer's name was exchanged but before it authenticated, while no other session to that peer
 //! is up, is the signature of a cookie mismatch, so that is what gets reported.
+//!
+//! The set of known peers changes at run time. This process dials only known peers, so a session it
+//! dialed that authenticates as an unknown one is the late end of a dial to a peer removed meanwhile,
+//! and is closed; sessions the other side dialed are kept whoever it is.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use ractor::{ActorId, ActorRef};
@@ -17,7 +21,7 @@ use tracing::{error, info, warn};
 
 use super::metrics;
 
-/// Metric label for a peer that is not in the seed list, so that names claimed by strangers cannot grow
+/// Metric label for a peer that is not a known peer, so that names claimed by strangers cannot grow
 /// the label set.
 const OTHER_PEER: &str = "other";
 
@@ -40,12 +44,32 @@ pub(crate) struct Sessions {
     table: Mutex<HashMap<ActorId, Tracked>>,
     /// Bumped on every change, so connectors and the detector wake without a queue.
     changed: watch::Sender<u64>,
-    seeds: HashSet<String>,
+    /// The peers' ids: the seeds and the peers added since.
+    known: RwLock<HashSet<String>>,
 }
 
 impl Sessions {
     pub(crate) fn new(seeds: HashSet<String>) -> Arc<Self> {
-        Arc::new(Self { table: Mutex::new(HashMap::new()), changed: watch::Sender::new(0), seeds })
+        Arc::new(Self { table: Mutex::new(HashMap::new()), changed: watch::Sender::new(0), known: RwLock::new(seeds) })
+    }
+
+    fn is_known(&self, peer: &str) -> bool {
+        self.known.read().unwrap_or_else(|e| e.into_inner()).contains(peer)
+    }
+
+    /// Adds `peer` to the known peers.
+    pub(crate) fn know(&self, peer: &str) {
+        self.known.write().unwrap_or_else(|e| e.into_inner()).insert(peer.to_owned());
+    }
+
+    /// Drops `peer` from the known peers and closes its sessions, whichever side dialed them.
+    pub(crate) fn forget(&self, peer: &str) {
+        self.known.write().unwrap_or_else(|e| e.into_inner()).remove(peer);
+        for t in self.table().values_mut().filter(|t| t.peer.as_deref() == Some(peer)) {
+            t.reaped = true;
+            info!(peer = %peer, addr = %t.addr, "closing the cluster session of a removed peer");
+            t.actor.stop(Some("peer removed".into()));
+        }
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<ActorId, Tracked>> {
@@ -86,7 +110,7 @@ impl Sessions {
     }
 
     fn label<'a>(&self, peer: &'a str) -> &'a str {
-        if self.seeds.contains(peer) {
+        if self.is_known(peer) {
             peer
         } else {
             OTHER_PEER
@@ -122,6 +146,11 @@ impl Sessions {
             t.authenticated = true;
             if peer.is_some() {
                 t.peer = peer.clone();
+            }
+            if let Some(stranger) = t.peer.as_deref().filter(|p| !ses.is_server && !self.is_known(p)) {
+                info!(peer = %stranger, addr = %t.addr, "closing a dialed cluster session: no longer a peer");
+                t.reaped = true;
+                t.actor.stop(Some("peer removed".into()));
             }
         }
         info!(peer = peer.as_deref().unwrap_or("?"), addr = %ses.peer_addr, inbound = ses.is_server, "cluster session authenticated");
