@@ -435,8 +435,52 @@ impl Cluster {
         self.router.meta().is_some()
     }
 
-    /// Whether the record counts this node as a member: a node that joins is ready once admitted.
-    fn is_member(&self) -> bool {
+    /// Whether the record says this node is being drained.
+    pub fn draining(&self) -> bool {
+        self.router.local.is_some()
+            && self.router.meta().is_some_and(|m| m.draining.contains(&self.settings.node_id))
+    }
+
+    /// Starts draining member `id`: the metadata group's leader marks it, and the placement driver moves
+    /// its replicas and leaderships to the other members. Asked of the members in turn, following the
+    /// leader they name.
+    pub async fn drain(&self, id: &str) -> Result<(), ApiError> {
+        use crate::placement_driver::{ReplicaAnswer, ReplicaOp};
+        let Some(remote) = &self.router.remote else {
+            return Err(ApiError::CannotDrain("a one-node cluster has no other member to hand its shards to".into()));
+        };
+        self.knows_meta().await;
+        let record = self.router.meta().ok_or_else(|| ApiError::Unavailable("no cluster metadata yet".into()))?;
+        if !record.members.iter().any(|m| m.id == id) {
+            return Err(ApiError::NotFound(format!("member {id}")));
+        }
+        let mut candidates: Vec<String> = record.members.iter().rev().map(|m| m.id.clone()).collect();
+        let mut asked = std::collections::BTreeSet::new();
+        let payload = |id: &str| {
+            crate::codec::encode(&crate::protocol::Request::Replicas(ReplicaOp::Drain { id: id.to_owned() }))
+        };
+        let timeout = self.settings.call_timeout.min(Duration::from_secs(5));
+        while let Some(node) = candidates.pop() {
+            if !asked.insert(node.clone()) {
+                continue;
+            }
+            let Ok(bytes) = remote.call(&node, payload(id), timeout).await else { continue };
+            match crate::codec::decode::<ReplicaAnswer>(b"replicas", &bytes) {
+                Ok(Ok(Some(record))) => {
+                    self.router.offer_meta(record);
+                    return Ok(());
+                }
+                Ok(Err(ApiError::NotLeader { leader: Some(leader), .. })) => candidates.push(leader),
+                Ok(Err(e @ (ApiError::NotFound(_) | ApiError::CannotDrain(_)))) => return Err(e),
+                _ => {}
+            }
+        }
+        Err(ApiError::Unavailable("no member could start the drain: the metadata group has no leader".into()))
+    }
+
+    /// Whether the record counts this node as a member: a node that joins is ready once admitted, and a
+    /// drained one leaves.
+    pub fn is_member(&self) -> bool {
         self.router.meta().is_some_and(|m| m.members.iter().any(|m| m.id == self.settings.node_id))
     }
 
@@ -474,7 +518,9 @@ impl Cluster {
                 .members
                 .iter()
                 .map(|m| {
-                    let state = if is_me(&m.id) {
+                    let state = if meta.draining.contains(&m.id) {
+                        "draining"
+                    } else if is_me(&m.id) {
                         "up"
                     } else {
                         // A member the failure detector has never heard of is not reachable from here.

@@ -41,6 +41,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("the outcome of the call is unknown; it is safe to retry with the same Idempotency-Key")]
     Timeout,
+    /// A drain the cluster cannot carry out: the other members could not hold every shard's replicas.
+    #[error("{0}")]
+    CannotDrain(String),
     /// This node does not lead the shard (any more): nothing was done, so the call can go to `leader`.
     #[error("shard {shard} is led elsewhere{}", leader.as_ref().map(|l| format!(" (by {l})")).unwrap_or_default())]
     NotLeader { shard: u32, leader: Option<String> },
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Unavailable(_) | ApiError::NotLeader { .. } => "unavailable",
             ApiError::Timeout => "timeout",
+            ApiError::CannotDrain(_) => "cannot_drain",
         }
     }
 }

@@ -61,6 +61,19 @@ pub struct ClusterMeta {
     pub members: Vec<MemberRecord>,
     /// The replicas of each shard, preferred leader first; one list per shard.
     pub placement: Vec<Vec<String>>,
+    /// Members being drained, sorted: they take no new replicas and give away what they hold, and leave
+    /// the members once they hold nothing.
+    pub draining: Vec<String>,
+}
+
+/// The record as the first format wrote it (before draining existed), read by [`ClusterMeta::decode`].
+#[derive(Deserialize)]
+struct ClusterMetaV1 {
+    version: u64,
+    shard_count: u32,
+    replication_factor: u32,
+    members: Vec<MemberRecord>,
+    placement: Vec<Vec<String>>,
 }
 
 impl ClusterMeta {
@@ -72,15 +85,32 @@ impl ClusterMeta {
         let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
         let rf = replication_factor.clamp(1, ids.len().max(1));
         let placement = (0..shard_count).map(|shard| placement(shard, &ids, rf)).collect();
-        ClusterMeta { version: 1, shard_count, replication_factor: rf as u32, members, placement }
+        ClusterMeta { version: 1, shard_count, replication_factor: rf as u32, members, placement, draining: vec![] }
     }
 
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(self)
     }
 
+    /// Reads the record in the current format, or in the first one (a record written before draining
+    /// existed: nothing drains).
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        codec::decode(META_KEY.as_bytes(), bytes)
+        codec::decode(META_KEY.as_bytes(), bytes).or_else(|e| {
+            let v1: ClusterMetaV1 = codec::decode(META_KEY.as_bytes(), bytes).map_err(|_| e)?;
+            Ok(ClusterMeta {
+                version: v1.version,
+                shard_count: v1.shard_count,
+                replication_factor: v1.replication_factor,
+                members: v1.members,
+                placement: v1.placement,
+                draining: vec![],
+            })
+        })
+    }
+
+    /// The members that may hold replicas: all but the draining ones.
+    pub fn hosts(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.id.clone()).filter(|id| !self.draining.contains(id)).collect()
     }
 
     /// Whether the record can describe a cluster of `shard_count` shards: a record from elsewhere that
@@ -96,7 +126,10 @@ pub type MetaAnswer = Result<ClusterMeta, ApiError>;
 
 /// The record as this node's replica of the metadata group has applied it.
 pub fn read(store: &Store) -> Result<Option<ClusterMeta>, StoreError> {
-    store.get(store.meta_group(), META_KEY)
+    match store.get_raw(store.meta_group(), META_KEY)? {
+        Some(bytes) => ClusterMeta::decode(&bytes).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// What [`bootstrap`] did.
@@ -331,6 +364,31 @@ mod tests {
         let mut entry = LogEntry::default();
         entry.put(META_KEY, &meta);
         assert!(matches!(&entry.ops[0], crate::store::Op::Put { value, .. } if *value == bytes));
+    }
+
+    #[test]
+    fn a_record_of_the_first_format_reads_with_nobody_draining() {
+        #[derive(Serialize)]
+        struct First {
+            version: u64,
+            shard_count: u32,
+            replication_factor: u32,
+            members: Vec<MemberRecord>,
+            placement: Vec<Vec<String>>,
+        }
+        let now = ClusterMeta::initial(4, 3, members(&["a", "b", "c"]));
+        let old = First {
+            version: now.version,
+            shard_count: now.shard_count,
+            replication_factor: now.replication_factor,
+            members: now.members.clone(),
+            placement: now.placement.clone(),
+        };
+        assert_eq!(ClusterMeta::decode(&codec::encode(&old)).expect("the first format reads"), now);
+        let mut draining = now.clone();
+        draining.draining = vec!["b".into()];
+        assert_eq!(ClusterMeta::decode(&draining.encode()).expect("decodes"), draining);
+        assert_eq!(draining.hosts(), vec!["a".to_owned(), "c".to_owned()]);
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@
 //! leader lost, a node killed) is found unfinished by the next round and carried out again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,11 @@ pub enum ReplicaOp {
     Campaign { shard: ShardId },
     /// On the shard's leader: get ready to hand leadership to `to` (`RaftLog::hand_over`).
     HandOver { shard: ShardId, to: String },
+    /// Drain member `id` (the metadata group's leader): it takes no new replicas, gives away what it
+    /// holds, and leaves the members once it holds nothing. Answered with the record.
+    Drain { id: String },
+    /// Stop draining member `id`: it restarted in the middle of a drain, and is wanted again.
+    Undrain { id: String },
 }
 
 /// The answer to [`ReplicaOp`]: the cluster's record after a `Join`, nothing otherwise.
@@ -73,6 +79,8 @@ pub struct DriverSettings {
     pub interval: Duration,
     /// Bound on one membership change (catching a learner up included).
     pub move_timeout: Duration,
+    /// A member down for longer is removed and its replicas re-created elsewhere.
+    pub dead_member_timeout: Duration,
 }
 
 impl DriverSettings {
@@ -90,11 +98,27 @@ pub struct Driver {
     settings: DriverSettings,
     /// Changes of the record made on this node take turns, so that none is lost.
     writing: tokio::sync::Mutex<()>,
+    /// Set once this node was drained: it does not ask to join again (until it restarts).
+    leaving: AtomicBool,
+    /// Whether this process has looked at the first record it knew for a drain of itself left over from
+    /// before it started.
+    checked_stale_drain: AtomicBool,
+    /// Since when each member has been down, as this node's failure detector sees it (driver only).
+    down_since: std::sync::Mutex<BTreeMap<String, Instant>>,
 }
 
 impl Driver {
     pub fn new(router: Arc<Router>, raft: Arc<RaftLog>, store: Arc<Store>, settings: DriverSettings) -> Arc<Self> {
-        Arc::new(Driver { router, raft, store, settings, writing: tokio::sync::Mutex::new(()) })
+        Arc::new(Driver {
+            router,
+            raft,
+            store,
+            settings,
+            writing: tokio::sync::Mutex::new(()),
+            leaving: AtomicBool::new(false),
+            checked_stale_drain: AtomicBool::new(false),
+            down_since: std::sync::Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// Serves one [`ReplicaOp`] from a peer (or from this node's own driver).
@@ -126,6 +150,35 @@ impl Driver {
                 self.raft.hand_over(shard, &to).await?;
                 Ok(None)
             }
+            ReplicaOp::Drain { id } => {
+                let _turn = self.writing.lock().await;
+                let rf = self.settings.replication_factor;
+                let mut refused = None;
+                let record = meta::update(self.raft.as_ref(), &self.store, |m| match start_draining(m, &id, rf) {
+                    Ok(changed) => changed,
+                    Err(e) => {
+                        refused = Some(e);
+                        false
+                    }
+                })
+                .await?;
+                if let Some(e) = refused {
+                    return Err(e);
+                }
+                self.router.offer_meta(record.clone());
+                Ok(Some(record))
+            }
+            ReplicaOp::Undrain { id } => {
+                let _turn = self.writing.lock().await;
+                let record = meta::update(self.raft.as_ref(), &self.store, |m| {
+                    let before = m.draining.len();
+                    m.draining.retain(|d| *d != id);
+                    m.draining.len() != before
+                })
+                .await?;
+                self.router.offer_meta(record.clone());
+                Ok(Some(record))
+            }
         }
     }
 
@@ -141,14 +194,57 @@ impl Driver {
 
     async fn round(&self) {
         let Some(record) = self.router.meta() else { return };
+        if !self.checked_stale_drain.swap(true, Ordering::SeqCst) && record.draining.contains(&self.router.me) {
+            // A drain this node was in the middle of when it stopped: it was started again, so it is
+            // wanted; a drain asked of it from now on goes ahead.
+            if self.cancel_drain(&record).await {
+                return;
+            }
+        }
+        if record.draining.contains(&self.router.me) {
+            self.leaving.store(true, Ordering::SeqCst);
+        }
         if !record.members.iter().any(|m| m.id == self.router.me) {
-            self.join(&record).await;
+            if !self.leaving.load(Ordering::SeqCst) {
+                // A node the cluster removed while it was away holds stale replicas: it comes back empty,
+                // so it can never vote with them.
+                for group in self.raft.local_groups() {
+                    if let Err(e) = self.raft.close_replica(group).await {
+                        tracing::warn!(group, error = %e, "cannot erase a stale replica");
+                        return;
+                    }
+                }
+                self.join(&record).await;
+            }
             return;
         }
         self.keep_local_replicas(&record).await;
         if self.raft.leadership(self.store.meta_group()).is_leader {
             self.drive(&record).await;
         }
+    }
+
+    /// Asks the metadata group's leader to stop draining this node; whether it did.
+    async fn cancel_drain(&self, record: &ClusterMeta) -> bool {
+        let op = ReplicaOp::Undrain { id: self.router.me.clone() };
+        let mut candidates: Vec<String> = record.members.iter().map(|m| m.id.clone()).collect();
+        let mut asked = BTreeSet::new();
+        while let Some(node) = candidates.pop() {
+            if !asked.insert(node.clone()) {
+                continue;
+            }
+            match self.ask(&node, op.clone(), CALL_TIMEOUT).await {
+                Ok(Some(record)) => {
+                    tracing::info!("restarted in the middle of a drain: draining no more");
+                    self.router.offer_meta(record);
+                    return true;
+                }
+                Err(ApiError::NotLeader { leader: Some(leader), .. }) => candidates.push(leader),
+                Ok(None) | Err(_) => {}
+            }
+        }
+        self.checked_stale_drain.store(false, Ordering::SeqCst);
+        false
     }
 
     /// Asks the members, the metadata group's leader first once known, to admit this node.
@@ -194,6 +290,9 @@ impl Driver {
 
     /// One round of the driver proper (on the metadata group's leader).
     async fn drive(&self, record: &ClusterMeta) {
+        if self.remove_dead(record).await {
+            return;
+        }
         let actual = self.actual(record.shard_count).await;
         publish(record, &actual, self.settings.replication_factor);
         let moving: Vec<ShardId> = (0..record.shard_count)
@@ -227,7 +326,105 @@ impl Driver {
             }
         }
         if moving.is_empty() {
+            self.move_metadata_group(record).await;
             self.balance_leaders(record, &actual).await;
+            if !record.draining.is_empty() {
+                self.forget_drained(&actual).await;
+            }
+        }
+    }
+
+    /// Removes the members that have been down for longer than `dead_member_timeout`, and their replicas
+    /// from the placement (the next rounds re-create them elsewhere); whether the record changed.
+    async fn remove_dead(&self, record: &ClusterMeta) -> bool {
+        let Some(remote) = &self.router.remote else { return false };
+        let peers = remote.peers();
+        let now = Instant::now();
+        let dead: Vec<String> = {
+            let Ok(mut down) = self.down_since.lock() else { return false };
+            down.retain(|id, _| record.members.iter().any(|m| m.id == *id));
+            for m in record.members.iter().filter(|m| m.id != self.router.me) {
+                let up = peers.iter().any(|p| p.id == m.id && p.state != "down");
+                if up {
+                    down.remove(&m.id);
+                } else {
+                    down.entry(m.id.clone()).or_insert(now);
+                }
+            }
+            let timeout = self.settings.dead_member_timeout;
+            down.iter().filter(|(_, since)| now.duration_since(**since) >= timeout).map(|(id, _)| id.clone()).collect()
+        };
+        if dead.is_empty() {
+            return false;
+        }
+        let _turn = self.writing.lock().await;
+        match meta::update(self.raft.as_ref(), &self.store, |m| remove_members(m, &dead)).await {
+            Ok(r) if r.version > record.version => {
+                tracing::warn!(?dead, "members down too long removed; their replicas will be re-created");
+                self.router.offer_meta(r);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "dead members not removed this round");
+                false
+            }
+        }
+    }
+
+    /// Moves the metadata group's replicas off members that may not host (leadership first, if here).
+    async fn move_metadata_group(&self, record: &ClusterMeta) {
+        let group = self.store.meta_group();
+        let Some(status) = self.raft.group_status(group) else { return };
+        let hosts = record.hosts();
+        let want = crate::raft::META_REPLICATION.min(hosts.len());
+        let placed = status.replicas.iter().filter(|r| hosts.contains(r)).count();
+        if !status.is_leader || (placed == status.replicas.len() && placed >= want) {
+            return;
+        }
+        let mut target: Vec<String> = status.replicas.iter().filter(|r| hosts.contains(r)).cloned().collect();
+        for h in &hosts {
+            if target.len() >= want {
+                break;
+            }
+            if !target.contains(h) {
+                target.push(h.clone());
+            }
+        }
+        if !target.contains(&self.router.me) {
+            if let Some(to) = target.iter().find(|t| status.replicas.contains(t)) {
+                let _ = self.transfer(group, &self.router.me.clone(), to).await;
+            }
+            return;
+        }
+        for node in target.iter().filter(|n| !status.replicas.contains(n)) {
+            if self.ask(node, ReplicaOp::Open { shard: group }, CALL_TIMEOUT).await.is_err() {
+                return;
+            }
+        }
+        if let Err(e) = self.raft.change_replicas(group, &target, self.settings.move_timeout).await {
+            tracing::info!(error = %e, "metadata group move to be retried");
+            return;
+        }
+        tracing::info!(replicas = ?target, "metadata group moved");
+        for node in status.replicas.iter().filter(|n| !target.contains(n)) {
+            let _ = self.ask(node, ReplicaOp::Close { shard: group }, CALL_TIMEOUT).await;
+        }
+    }
+
+    /// Takes the draining members that hold nothing any more out of the record.
+    async fn forget_drained(&self, actual: &[Option<ShardStatus>]) {
+        let mut holding: BTreeSet<String> =
+            actual.iter().flatten().flat_map(|a| a.replicas.iter().cloned().chain(a.leader.clone())).collect();
+        if let Some(meta) = self.raft.group_status(self.store.meta_group()) {
+            holding.extend(meta.replicas);
+        }
+        let _turn = self.writing.lock().await;
+        match meta::update(self.raft.as_ref(), &self.store, |m| remove_drained(m, &holding)).await {
+            Ok(r) => {
+                self.router.offer_meta(r);
+            }
+            Err(e) => tracing::debug!(error = %e, "drained members not removed this round"),
         }
     }
 
@@ -281,8 +478,7 @@ impl Driver {
     /// Asks replicas to stand for election until every member leads about as many shards as any other.
     async fn balance_leaders(&self, record: &ClusterMeta, actual: &[Option<ShardStatus>]) {
         let leaders: Vec<Option<String>> = actual.iter().map(|a| a.as_ref().and_then(|a| a.leader.clone())).collect();
-        let hosts: Vec<String> = record.members.iter().map(|m| m.id.clone()).collect();
-        let transfers = rebalance::plan_leaders(&record.placement, &leaders, &hosts);
+        let transfers = rebalance::plan_leaders(&record.placement, &leaders, &record.hosts());
         let asks = transfers.into_iter().take(self.settings.max_moves).map(|(shard, to)| {
             let from = leaders[shard as usize].clone().unwrap_or_default();
             async move { (shard, self.transfer(shard, &from, &to).await) }
@@ -329,6 +525,52 @@ fn publish(record: &ClusterMeta, actual: &[Option<ShardStatus>], replication_fac
     crate::metrics::UNDER_REPLICATED.set(short as i64);
 }
 
+/// Marks member `id` as draining, if the others can hold `replication_factor` replicas of every shard
+/// (or as many as there are members, in a smaller cluster); whether anything changed.
+fn start_draining(record: &mut ClusterMeta, id: &str, replication_factor: usize) -> Result<bool, ApiError> {
+    if !record.members.iter().any(|m| m.id == id) {
+        return Err(ApiError::NotFound(format!("member {id}")));
+    }
+    if record.draining.iter().any(|d| d == id) {
+        return Ok(false);
+    }
+    let left = record.hosts().len() - 1;
+    let needed = replication_factor.min(record.members.len());
+    if left < needed {
+        return Err(ApiError::CannotDrain(format!(
+            "{id} cannot be drained: {left} other member(s) cannot hold {needed} replicas of every shard"
+        )));
+    }
+    record.draining.push(id.to_owned());
+    record.draining.sort();
+    Ok(true)
+}
+
+/// Takes `gone` out of the members and out of every shard's replicas; whether anything changed.
+fn remove_members(record: &mut ClusterMeta, gone: &[String]) -> bool {
+    let before = record.members.len();
+    record.members.retain(|m| !gone.contains(&m.id));
+    record.draining.retain(|d| !gone.contains(d));
+    for replicas in &mut record.placement {
+        replicas.retain(|r| !gone.contains(r));
+    }
+    record.members.len() != before
+}
+
+/// Takes the drained members (draining, and holding no replica of any group any more, the metadata
+/// group's included) out of the record; whether any left.
+fn remove_drained(record: &mut ClusterMeta, still_holding: &BTreeSet<String>) -> bool {
+    let gone: Vec<String> = record
+        .draining
+        .iter()
+        .filter(|d| !still_holding.contains(*d) && !record.placement.iter().flatten().any(|r| r == *d))
+        .cloned()
+        .collect();
+    record.members.retain(|m| !gone.contains(&m.id));
+    record.draining.retain(|d| !gone.contains(d));
+    !gone.is_empty()
+}
+
 /// Adds member `id` at `addr` to the record (or updates its address); whether anything changed.
 fn admit(record: &mut ClusterMeta, id: &str, addr: &str) -> bool {
     match record.members.iter_mut().find(|m| m.id == id) {
@@ -348,7 +590,7 @@ fn admit(record: &mut ClusterMeta, id: &str, addr: &str) -> bool {
 /// Writes up to `room` planned moves into the record's placement, none for a shard in `busy` (still
 /// moving: its learners are being caught up); whether it changed the record.
 fn plan_into(record: &mut ClusterMeta, replication_factor: usize, room: usize, busy: &BTreeSet<ShardId>) -> bool {
-    let hosts: Vec<String> = record.members.iter().map(|m| m.id.clone()).collect();
+    let hosts = record.hosts();
     let rf = replication_factor.clamp(1, hosts.len().max(1));
     let moves = rebalance::plan_replicas(&record.placement, &hosts, rf);
     let mut planned = 0;

@@ -198,6 +198,18 @@ impl RaftLog {
         let (tx, rx) = mpsc::channel(1);
         let alive = Alive { _held: tx };
         let mut plans = Vec::with_capacity(shard_count as usize + 1);
+        for shard in 0..shard_count {
+            // Entries applied without raft (the local log) exist on this node only: replicating on top of
+            // them would leave the replicas disagreeing.
+            let unreplicated = !store.has_group_state(shard).map_err(store_err(shard))?
+                && store.applied_index(shard).map_err(store_err(shard))? > 0;
+            if unreplicated && settings.replication_factor > 1 && members.len() > 1 {
+                return Err(RaftStartError::Config(format!(
+                    "shard {shard}: the data directory holds data written by a one-node cluster; a replicated \
+                     cluster starts on a fresh data directory"
+                )));
+            }
+        }
         for shard in 0..=shard_count {
             // The metadata group is placed like one more shard, by the same rule, so every node agrees on
             // its first replicas without having to read anything first.

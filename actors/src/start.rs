@@ -251,6 +251,9 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
     } else {
         None
     };
+    if let Some(t) = &transport {
+        look_for_a_running_cluster(t, &store, config).await?;
+    }
     let (log, raft): (Arc<dyn ShardLog>, _) = match (&transport, config.cluster.log) {
         (None, LogEngine::Local) => (Arc::new(LocalLog::new(store.clone(), me.clone())), None),
         (None, LogEngine::Raft) => {
@@ -295,6 +298,7 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
                 max_moves: config.cluster.max_concurrent_moves as usize,
                 interval: DriverSettings::DEFAULT_INTERVAL,
                 move_timeout: DriverSettings::DEFAULT_MOVE_TIMEOUT,
+                dead_member_timeout: config.cluster.dead_member_timeout,
             };
             let driver = Driver::new(router.clone(), raft.clone(), store.clone(), settings);
             // Set once, here: a second set cannot happen.
@@ -309,6 +313,51 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
     let keeper = meta::spawn_keeper(router.clone(), Some(initial));
     let cluster = Arc::new(Cluster::new(cluster_settings(config), router, passwords(config)?, Tokens::new(token_key)));
     Ok(NodeHandle { cluster, supervisor, join, raft, transport, keeper, driver })
+}
+
+/// How long a node with an empty data directory looks for a running cluster before it takes part in
+/// bootstrapping a new one.
+const CLUSTER_PROBE: Duration = Duration::from_secs(3);
+
+/// A node with an empty data directory first asks the seeds whether a cluster already runs: if one does
+/// and does not count this node among its members, the node joins it rather than bootstrapping groups
+/// of its own from the seed list (which would make a second cluster, e.g. when the seed list grew).
+/// Stops looking early once every seed has answered without a record.
+async fn look_for_a_running_cluster(t: &Arc<Transport>, store: &Store, config: &Config) -> Result<(), StartError> {
+    let store_err = |e: crate::error::StoreError| StartError::Store { dir: "store".into(), reason: e.to_string() };
+    let shards = store.shard_count();
+    let mut fresh = !store.knows_cluster().map_err(store_err)?;
+    for group in 0..=shards {
+        fresh = fresh && !store.has_group_state(group).map_err(store_err)?;
+    }
+    if !fresh {
+        return Ok(());
+    }
+    let me = &config.node.id;
+    let seeds: Vec<String> = config.cluster.seed_list().into_iter().map(|s| s.id).filter(|id| id != me).collect();
+    let deadline = std::time::Instant::now() + CLUSTER_PROBE;
+    while std::time::Instant::now() < deadline {
+        let mut answered = 0;
+        for seed in &seeds {
+            let asked = t.call(seed, codec::encode(&Request::Meta), Duration::from_millis(500)).await;
+            let Ok(bytes) = asked else { continue };
+            answered += 1;
+            if let Ok(Ok(record)) = codec::decode::<meta::MetaAnswer>(b"meta", &bytes) {
+                if record.members.iter().any(|m| &m.id == me) {
+                    // A seed the cluster was bootstrapped with, starting later than the others: it takes
+                    // its place in the groups of the first placement.
+                    return Ok(());
+                }
+                tracing::info!(version = record.version, "a cluster runs already: joining it");
+                return store.set_knows_cluster().await.map_err(store_err);
+            }
+        }
+        if answered == seeds.len() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }
 
 /// Starts a gateway: it holds no shards and routes every call to the nodes of `cluster.seeds`.

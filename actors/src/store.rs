@@ -258,6 +258,11 @@ impl Store {
         }
     }
 
+    /// The encoded record under `key`, for a reader that knows more than one format of it.
+    pub fn get_raw(&self, shard: ShardId, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree(shard).get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
     pub fn get<T: DeserializeOwned>(&self, shard: ShardId, key: &str) -> Result<Option<T>, StoreError> {
         match self.tree(shard).get(key.as_bytes())? {
             Some(bytes) => codec::decode(key.as_bytes(), &bytes).map(Some),

@@ -140,6 +140,24 @@ impl Peer {
         nix::sys::signal::kill(self.pid(), sig).expect("signal peer");
     }
 
+    /// SIGSTOP, and wait until the kernel reports the process stopped: the signal is only queued when
+    /// `kill` returns, and on a loaded machine the peer may still answer a call sent right after it.
+    fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        let stat = format!("/proc/{}/stat", self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            // The state is the field after the parenthesised command name.
+            let state = text.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+            if matches!(state, Some("T" | "t")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the peer did not stop: {text}");
+            std::thread::yield_now();
+        }
+    }
+
     fn kill9(mut self) {
         self.signal(nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
@@ -298,7 +316,7 @@ async fn a_frozen_peer_goes_down_and_comes_back() {
 
     let mut rx = t.watch();
     rx.borrow_and_update();
-    peer.signal(nix::sys::signal::Signal::SIGSTOP);
+    peer.freeze();
     let frozen = Instant::now();
     let started = Instant::now();
     let outcome = t.call(&spec.id, b"x".to_vec(), CALL_TIMEOUT).await;

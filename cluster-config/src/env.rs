@@ -22,6 +22,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_FAILURE_TIMEOUT", "cluster.failure_timeout"),
     ("PLAYGROUND_ADVERTISE", "cluster.advertise"),
     ("PLAYGROUND_MAX_CONCURRENT_MOVES", "cluster.max_concurrent_moves"),
+    ("PLAYGROUND_DEAD_MEMBER_TIMEOUT", "cluster.dead_member_timeout"),
     ("PLAYGROUND_SESSION_TTL", "sessions.ttl"),
     ("PLAYGROUND_TOKEN_KEY", "security.token_key"),
     ("PLAYGROUND_TOKEN_KEY_FILE", "security.token_key_file"),
@@ -76,6 +77,7 @@ impl Config {
             "cluster.heartbeat_interval" => self.cluster.heartbeat_interval = duration_str::parse(value)?,
             "cluster.failure_timeout" => self.cluster.failure_timeout = duration_str::parse(value)?,
             "cluster.advertise" => self.cluster.advertise = non_empty(value),
+            "cluster.dead_member_timeout" => self.cluster.dead_member_timeout = duration_str::parse(value)?,
             "cluster.max_concurrent_moves" => {
                 self.cluster.max_concurrent_moves = parse_num(value, "an integer")?;
             }

@@ -28,6 +28,10 @@ pub const FAILURE_TIMEOUT_RANGE: RangeInclusive<Duration> = Duration::from_milli
 /// enough that a join never starves the shards that are not moving.
 pub const DEFAULT_MAX_CONCURRENT_MOVES: u32 = 8;
 pub const MAX_CONCURRENT_MOVES_RANGE: RangeInclusive<u32> = 1..=256;
+/// Long enough to ride out a restart or a short partition without re-creating a node's replicas.
+pub const DEFAULT_DEAD_MEMBER_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEAD_MEMBER_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 60 * 60);
 pub const MIN_COOKIE_CHARS: usize = 16;
 
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -124,6 +128,10 @@ pub struct ClusterConfig {
     pub advertise: Option<String>,
     /// How many shards the placement driver moves at once.
     pub max_concurrent_moves: u32,
+    /// A member down for longer is removed from the cluster and its replicas are re-created on the
+    /// others; if it comes back, it joins again as a new, empty member.
+    #[serde(with = "duration_str")]
+    pub dead_member_timeout: Duration,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -139,6 +147,7 @@ impl fmt::Debug for ClusterConfig {
             .field("failure_timeout", &self.failure_timeout)
             .field("advertise", &self.advertise)
             .field("max_concurrent_moves", &self.max_concurrent_moves)
+            .field("dead_member_timeout", &self.dead_member_timeout)
             .finish()
     }
 }
@@ -262,6 +271,7 @@ impl Default for ClusterConfig {
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
             advertise: None,
             max_concurrent_moves: DEFAULT_MAX_CONCURRENT_MOVES,
+            dead_member_timeout: DEFAULT_DEAD_MEMBER_TIMEOUT,
         }
     }
 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::model::{
     Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, CLOCK_SKEW_MS_RANGE,
-    ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, MAX_CONCURRENT_MOVES_RANGE,
-    MAX_IN_FLIGHT_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES, NODE_ID_MAX_LEN,
-    RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE, REQUEST_TIMEOUT_RANGE,
-    RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
+    DEAD_MEMBER_TIMEOUT_RANGE, ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE,
+    MAX_CONCURRENT_MOVES_RANGE, MAX_IN_FLIGHT_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES,
+    NODE_ID_MAX_LEN, RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE,
+    REQUEST_TIMEOUT_RANGE, RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
 };
 
 impl Config {
@@ -86,6 +86,8 @@ impl Config {
         in_duration_range(c.failure_timeout, &FAILURE_TIMEOUT_RANGE).map_err(|m| err("cluster.failure_timeout", m))?;
         in_range(c.max_concurrent_moves, &MAX_CONCURRENT_MOVES_RANGE)
             .map_err(|m| err("cluster.max_concurrent_moves", m))?;
+        in_duration_range(c.dead_member_timeout, &DEAD_MEMBER_TIMEOUT_RANGE)
+            .map_err(|m| err("cluster.dead_member_timeout", m))?;
         if let Some(advertise) = &c.advertise {
             crate::model::parse_seed(&format!("x@{advertise}"))
                 .map_err(|m| err("cluster.advertise", format!("{advertise:?} is not a host:port: {m}")))?;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Validates the deployment files offline: renders the kustomize base and overlays and the Helm chart
-# (default values, everything enabled, everything disabled), checks every rendered object against the
-# Kubernetes schemas (kubernetes-validate --strict), the node identity / seed / hardening invariants
-# (deploy_check.py), the Prometheus config, rules and rule tests (promtool), the Grafana dashboard's
-# queries and provisioning, and the compose file when it exists. Installs what it needs (quietly,
-# only when missing). Exits 0 only when every check passes; the last line reads
-# `validate: N passed, M failed, K skipped`.
+# (default values, everything enabled, everything disabled, more nodes than seeds), checks every
+# rendered object against the Kubernetes schemas (kubernetes-validate --strict), the node identity /
+# seed / hardening invariants (deploy_check.py), that scaling the chart keeps the seeds, the Prometheus
+# config, rules and rule tests (promtool), the Grafana dashboard's queries and provisioning, and the
+# compose file when it exists. Installs what it needs (quietly, only when missing). Exits 0 only when
+# every check passes; the last line reads `validate: N passed, M failed, K skipped`.
 #
 #   bash deploy/scripts/validate.sh
 #
@@ -120,6 +120,30 @@ for variant in default all-enabled minimal; do
     check "identity, seeds, hardening: helm $variant" python3 deploy/scripts/deploy_check.py manifests "$file"
   fi
 done
+# Scaling: the seeds are the first node.seedCount pods whatever node.replicas is, so raising it changes
+# neither the ConfigMap nor the pod template (no rolling restart), and fewer pods than seeds is refused.
+printf 'node:\n  replicas: 5\n' >"$OUT/scaled-values.yaml"
+printf 'node:\n  replicas: 2\n' >"$OUT/too-few-values.yaml"
+# fails_with TEXT COMMAND...: the command fails, saying TEXT.
+fails_with() {
+  local text=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    echo "succeeded, but should have failed with: $text"
+    return 1
+  fi
+  echo "$out"
+  grep -qF -- "$text" <<<"$out"
+}
+check "helm template (node.replicas 5 > node.seedCount 3)" \
+  to_file "$OUT/helm-scaled.yaml" helm_template "$chart" -f "$OUT/scaled-values.yaml"
+check "schemas: helm scaled" schema_check "$OUT/helm-scaled.yaml"
+check "scaling keeps the seed list and the pods' config checksum" sh -c "
+  grep -q '^  replicas: 5\$' '$OUT/helm-scaled.yaml' &&
+  a=\$(grep -E '^  seeds:|checksum/config:' '$OUT/helm-default.yaml') && [ -n \"\$a\" ] &&
+  [ \"\$a\" = \"\$(grep -E '^  seeds:|checksum/config:' '$OUT/helm-scaled.yaml')\" ]"
+check "helm template refuses node.replicas below node.seedCount" \
+  fails_with "must be at least node.seedCount" helm_template "$chart" -f "$OUT/too-few-values.yaml"
 check "ServiceMonitor rendered only when enabled" sh -c "
   grep -q '^kind: ServiceMonitor' '$OUT/helm-all-enabled.yaml' &&
   ! grep -q '^kind: ServiceMonitor' '$OUT/helm-default.yaml' &&

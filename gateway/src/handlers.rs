@@ -103,11 +103,28 @@ fn page(query: &str) -> Result<Page, Problem> {
     Ok(page)
 }
 
+/// Lets the call through only with the admin token from configuration.
+fn admin_only(gw: &Gateway, req: &Request) -> Result<(), Problem> {
+    let admitted = match (&gw.config.admin_token, bearer(req)) {
+        (Some(admin), Some(given)) => constant_time_eq(admin.as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    if admitted {
+        Ok(())
+    } else {
+        Err(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "this call takes the admin token"))
+    }
+}
+
 pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Problem> {
     let cluster = &gw.cluster;
     match (req.method, req.template) {
         ("GET", "/healthz") => return Ok(Answer::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         ("GET", "/readyz") => {
+            if cluster.draining() {
+                let detail = "draining: this node is handing its shards to the other members";
+                return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail));
+            }
             return if cluster.ready().await {
                 Ok(Answer::json(StatusCode::OK, &serde_json::json!({"status": "ready"})))
             } else {
@@ -136,14 +153,14 @@ pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Prob
             });
         }
         ("GET", "/v1/cluster") => {
-            let admitted = match (&gw.config.admin_token, bearer(req)) {
-                (Some(admin), Some(given)) => constant_time_eq(admin.as_bytes(), given.as_bytes()),
-                _ => false,
-            };
-            if !admitted {
-                return Err(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "this call takes the admin token"));
-            }
+            admin_only(gw, req)?;
             return Ok(Answer::json(StatusCode::OK, &cluster.view().await));
+        }
+        ("POST", "/v1/cluster/members/{id}/drain") => {
+            admin_only(gw, req)?;
+            let id = req.param.clone().unwrap_or_default();
+            cluster.drain(&id).await?;
+            return Ok(Answer::json(StatusCode::ACCEPTED, &serde_json::json!({"member": id, "state": "draining"})));
         }
         ("POST", "/v1/users") => {
             let user = cluster.register(parse_json(&req.body)?).await?;

@@ -35,6 +35,7 @@ impl Problem {
             "method_not_allowed" => "Method not allowed",
             "email_taken" => "Email already registered",
             "invalid_transition" => "Invalid order transition",
+            "cannot_drain" => "Cannot drain the node",
             "precondition_failed" => "Precondition failed",
             "payload_too_large" => "Payload too large",
             "unsupported_media_type" => "Unsupported media type",
@@ -60,7 +61,9 @@ impl From<ApiError> for Problem {
             ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::EmailTaken | ApiError::InvalidTransition { .. } => StatusCode::CONFLICT,
+            ApiError::EmailTaken | ApiError::InvalidTransition { .. } | ApiError::CannotDrain(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Validation(_) | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) | ApiError::NotLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,

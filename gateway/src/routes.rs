@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/v1/cluster"),
+    ("POST", "/v1/cluster/members/{id}/drain"),
 ];
 
 /// Ids are at most 64 characters; a longer path segment can name nothing.

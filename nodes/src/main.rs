@@ -6,7 +6,9 @@
 //! - `sim`: fault-injection scenarios with checkers and a report.
 //! - `bench`: load benchmarks, each beside a bare-warp baseline measured in the same run.
 //! - `health`: a health check of a running process (for container health checks).
+//! - `admin`: operations on a running cluster (draining a node).
 
+mod admin;
 mod bench;
 mod health;
 mod launcher;
@@ -52,6 +54,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// GET /healthz (or /readyz) of a running process: exit 0 when it answers 2xx, else 1.
     Health(health::HealthArgs),
+    /// Operations on a running cluster through its HTTP API, with the admin token.
+    Admin(admin::AdminArgs),
 }
 
 /// Flags every process that reads a configuration file takes.
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Health(args) => health::run(args),
+        Command::Admin(args) => admin::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,13 @@
 //! `playground node` and `playground gateway`: one cluster process serving the HTTP API until SIGINT or
 //! SIGTERM. A node holds shards; a gateway holds none and routes every call to the nodes.
+//!
+//! SIGTERM on a node of a cluster first drains it (its replicas and leaderships move to the other
+//! members, and it leaves the members), when the others can hold every shard's replicas; it keeps serving
+//! meanwhile, for at most [`DRAIN_DEADLINE`]. SIGINT, or a cluster too small to hand the shards to, stops
+//! at once: the node stays a member and comes back with its data.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actors::Cluster;
 use anyhow::{Context, Result};
@@ -61,7 +67,7 @@ async fn serve(config: Config, kind: Kind) -> Result<()> {
         .with_context(|| format!("node.http: cannot listen on {}", config.node.http))?;
     let addr = listener.local_addr()?;
     let gateway = Gateway::new(
-        cluster,
+        Arc::clone(&cluster),
         GatewayConfig {
             admin_token: config.security.admin_token.clone(),
             max_in_flight: config.limits.max_in_flight,
@@ -78,7 +84,10 @@ async fn serve(config: Config, kind: Kind) -> Result<()> {
     let server = tokio::spawn(gateway::serve(listener, Arc::clone(&gateway), async {
         let _ = stop_rx.await;
     }));
-    wait_for_signal().await?;
+    let signal = wait_for_signal().await?;
+    if signal == Signal::Terminate && kind == Kind::Node && !config.cluster.seeds.is_empty() {
+        drain_before_exit(&cluster, &config.node.id).await;
+    }
     tracing::info!("stopping: finishing requests in flight");
     let _ = stop_tx.send(());
     let _ = server.await;
@@ -95,12 +104,42 @@ enum Stopper {
     Gateway(actors::GatewayHandle),
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// How long a node stopped with SIGTERM waits for its drain to finish before it stops anyway.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Terminate,
+    Interrupt,
+}
+
+async fn wait_for_signal() -> Result<Signal> {
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    Ok(tokio::select! {
+        _ = term.recv() => Signal::Terminate,
+        _ = int.recv() => Signal::Interrupt,
+    })
+}
+
+/// Drains this node and waits until it has left the members (or [`DRAIN_DEADLINE`] passed, or a second
+/// signal came): see the module docs.
+async fn drain_before_exit(cluster: &Cluster, me: &str) {
+    match cluster.drain(me).await {
+        Ok(()) => tracing::info!("draining: handing this node's shards to the other members before stopping"),
+        Err(e) => {
+            tracing::warn!(reason = %e, "stopping without draining");
+            return;
+        }
     }
-    Ok(())
+    let left = async {
+        while cluster.is_member() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = left => tracing::info!("drained: this node holds no shard any more"),
+        _ = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain not finished in time; stopping anyway"),
+        _ = wait_for_signal() => tracing::warn!("second signal: stopping before the drain finished"),
+    }
 }

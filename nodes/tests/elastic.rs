@@ -145,3 +145,114 @@ async fn growing_from_three_to_five_nodes_under_load_evens_out_and_loses_nothing
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_by_admin_call_and_by_sigterm_hands_everything_over_and_loses_nothing() {
+    let mut c = ProcessCluster::start(BIN.as_ref(), 5, 1, SHARDS as u32, &[]).await.expect("a cluster starts");
+    let g = c.gateway(0);
+    let (_, token) = g.signup("drain@example.com").await.expect("signup");
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(load(g.clone(), token.clone(), stop.clone()));
+    eventually(Duration::from_secs(60), "an even placement over five nodes", || async {
+        even(&view(&g).await?, 5).then_some(())
+    })
+    .await
+    .expect("balanced from the start");
+
+    // The admin call, through the command line.
+    let out = std::process::Command::new(BIN)
+        .args(["admin", "drain", "node-5", "--url", g.base(), "--token", ADMIN_TOKEN])
+        .output()
+        .expect("playground admin drain runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node-5 is draining"));
+    let fifth = c.node(4);
+    eventually(Duration::from_secs(10), "node-5 says it is not ready", || async {
+        (fifth.get("/readyz", None).await.ok()?.status == 503).then_some(())
+    })
+    .await
+    .expect("a draining or drained node is not ready");
+    let v = eventually(Duration::from_secs(120), "node-5 drained, the rest even", || async {
+        let v = view(&g).await?;
+        even(&v, 4).then_some(v)
+    })
+    .await
+    .expect("drained");
+    assert!(!v.members.contains(&"node-5".to_owned()) && v.replicas.iter().flatten().all(|r| r != "node-5"));
+
+    // SIGTERM drains node-4 (a replica of the metadata group) before it exits.
+    c.terminate(3, Duration::from_secs(100)).expect("node-4 drains and exits");
+    let fourth_left = eventually(Duration::from_secs(10), "node-4 is no member", || async {
+        let v = view(&g).await?;
+        (!v.members.contains(&"node-4".to_owned())).then_some(())
+    })
+    .await;
+    fourth_left.expect("node-4 left the members before it exited");
+    eventually(Duration::from_secs(60), "the last three even", || async { even(&view(&g).await?, 3).then_some(()) })
+        .await
+        .expect("three left");
+
+    // Three members cannot hold three replicas of every shard without one of them.
+    let refused = g.send(reqwest::Method::POST, "/v1/cluster/members/node-1/drain", Some(ADMIN_TOKEN), None, &[]).await;
+    let refused = refused.expect("drain call");
+    assert_eq!((refused.status, refused.code().as_str()), (409, "cannot_drain"), "{}", refused.text);
+    let unknown = g.send(reqwest::Method::POST, "/v1/cluster/members/node-9/drain", Some(ADMIN_TOKEN), None, &[]).await;
+    assert_eq!(unknown.expect("drain call").status, 404);
+
+    stop.store(true, Ordering::SeqCst);
+    let load = running.await.expect("the load ran");
+    assert!(load.acked.len() > 10, "the load ran throughout: {} acknowledged", load.acked.len());
+    assert!(load.failed.is_empty(), "{} of {} requests failed: {:?}", load.failed.len(), load.requests, load.failed);
+    for id in &load.acked {
+        let r = g.get(&format!("/v1/orders/{id}"), Some(&token)).await.expect("read");
+        assert_eq!(r.status, 200, "order {id}: {}", r.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lost_for_good_is_replaced_and_comes_back_empty_without_harm() {
+    let env = [("PLAYGROUND_DEAD_MEMBER_TIMEOUT", "5s")];
+    let mut c = ProcessCluster::start(BIN.as_ref(), 4, 1, SHARDS as u32, &env).await.expect("a cluster starts");
+    let g = c.gateway(0);
+    let (_, token) = g.signup("loss@example.com").await.expect("signup");
+    eventually(Duration::from_secs(60), "an even placement over four nodes", || async {
+        even(&view(&g).await?, 4).then_some(())
+    })
+    .await
+    .expect("balanced from the start");
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(load(g.clone(), token.clone(), stop.clone()));
+
+    c.kill9(3).expect("node-4 killed");
+    let v = eventually(Duration::from_secs(120), "node-4 removed and three replicas of every shard again", || async {
+        let v = view(&g).await?;
+        even(&v, 3).then_some(v)
+    })
+    .await
+    .expect("replication factor restored");
+    assert!(v.replicas.iter().flatten().all(|r| r != "node-4"));
+
+    // It comes back on its old data: it erases what it held and joins as a new, empty member.
+    c.restart(3).expect("node-4 restarts");
+    eventually(Duration::from_secs(120), "node-4 back, and the four even again", || async {
+        even(&view(&g).await?, 4).then_some(())
+    })
+    .await
+    .expect("rebalanced over four");
+    stop.store(true, Ordering::SeqCst);
+    let load = running.await.expect("the load ran");
+    assert!(load.acked.len() > 10, "the load ran throughout: {} acknowledged", load.acked.len());
+    // A kill -9 may fail the requests in flight on that node; nothing acknowledged may be lost.
+    for failure in &load.failed {
+        assert!(
+            failure.contains(" 503 ") || failure.contains(" 504 "),
+            "only unavailable or unknown outcomes: {failure}"
+        );
+    }
+    for api in [g.clone(), c.node(3)] {
+        for id in &load.acked {
+            let r = api.get(&format!("/v1/orders/{id}"), Some(&token)).await.expect("read");
+            assert_eq!(r.status, 200, "order {id}: {}", r.text);
+        }
+    }
+}

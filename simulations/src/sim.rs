@@ -316,6 +316,20 @@ async fn apply(cluster: &mut ProcessCluster, f: &FaultEvent, panic: &AtomicBool)
         }
         // In effect since the node started.
         Action::Skew { .. } => Ok(()),
+        Action::Join => {
+            let joined = tokio::task::block_in_place(|| cluster.add_node())?;
+            let api = cluster.node(joined);
+            crate::process::eventually(Duration::from_secs(30), &format!("node-{} joined", joined + 1), || async {
+                (api.get("/readyz", None).await.ok()?.status == 200).then_some(())
+            })
+            .await
+        }
+        Action::Drain => {
+            let path = format!("/v1/cluster/members/node-{}/drain", node + 1);
+            let r = cluster.gateway(0).send(reqwest::Method::POST, &path, Some(crate::ADMIN_TOKEN), None, &[]).await?;
+            anyhow::ensure!(r.status == 202, "drain node-{}: {} {}", node + 1, r.status, r.text);
+            Ok(())
+        }
     }
 }
 
@@ -360,6 +374,10 @@ pub async fn run(
     let overload = scenario == "overload";
     if overload {
         env.push(("PLAYGROUND_MAX_IN_FLIGHT", OVERLOAD_MAX_IN_FLIGHT));
+    }
+    if scenario == "lose" {
+        // Short, so that the lost node's replicas are re-created within the run.
+        env.push(("PLAYGROUND_DEAD_MEMBER_TIMEOUT", "3s"));
     }
     // A skewed clock is set when its node starts (and kept across restarts).
     let skews: Vec<(usize, String)> = timeline

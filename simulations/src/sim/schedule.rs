@@ -20,6 +20,9 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("drill", "kill -9 every node mid-burst, then restart them all"),
     ("skew", "a random node runs with its wall clock shifted by 2-10 s, either way, for the whole run"),
     ("overload", "64 clients without think time against gateways admitting 16 requests in flight: shedding"),
+    ("join", "a fourth node joins under load; replicas and leaders move onto it"),
+    ("drain", "a fourth node joins, then a random node of the first three is drained under load"),
+    ("lose", "a fourth node joins and a random node is killed for good while shards move onto it"),
 ];
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -48,6 +51,10 @@ pub enum Action {
     RestartReady,
     KillAll,
     RestartAll,
+    /// Start one more node, which joins the cluster.
+    Join,
+    /// Drain the node through the admin API (its replicas and leaderships move to the others).
+    Drain,
     /// The node runs with its wall clock shifted by `skew_ms` (signed) from its start: set through the
     /// test-only `faults.clock_skew_ms` when the cluster starts, so applying it does nothing.
     Skew {
@@ -148,6 +155,15 @@ pub fn schedule(scenario: &str, seed: u64, duration: Duration, nodes: usize) -> 
             vec![event(0, Action::Skew { skew_ms }, Some(node))]
         }
         "overload" => vec![],
+        "join" => vec![event(start, Action::Join, None)],
+        "drain" => {
+            vec![event(total / 10, Action::Join, None), event(start.max(total / 10 + 1_000), Action::Drain, Some(node))]
+        }
+        "lose" => {
+            // Killed half a second into the moves the join starts, and never restarted.
+            let at = total / 10;
+            vec![event(at, Action::Join, None), event(at + 500, Action::Kill9, Some(node))]
+        }
         "drill" => {
             let down = rng.gen_range(500..=2_000);
             vec![event(start, Action::KillAll, None), event(start + down, Action::RestartAll, None)]

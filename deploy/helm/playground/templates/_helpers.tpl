@@ -63,14 +63,33 @@ app.kubernetes.io/part-of: playground
 {{- end }}
 
 {{/*
-The seed list (PLAYGROUND_SEEDS): one "id@host:port" per StatefulSet pod, id = pod name = node.id,
-host = the pod's stable name under the headless Service.
+A node pod's stable host name under the headless Service, for ordinal (or "$(VAR)" text) .i: the host
+form of the seeds and of PLAYGROUND_ADVERTISE. Called with (dict "root" $ "i" ...).
+*/}}
+{{- define "playground.nodeHost" -}}
+{{- $node := include "playground.nodeName" .root }}
+{{- printf "%s.%s.%s.svc.%s" (toString .i) $node .root.Release.Namespace .root.Values.clusterDomain }}
+{{- end }}
+
+{{/*
+The seed list (PLAYGROUND_SEEDS): one "id@host:port" for each of the first node.seedCount pods, id = pod
+name = node.id, host = the pod's stable name under the headless Service. It does not follow
+node.replicas: a pod added to the list would start empty as a seed and bootstrap groups of its own
+instead of joining.
 */}}
 {{- define "playground.seeds" -}}
 {{- $node := include "playground.nodeName" . }}
+{{- $count := int .Values.node.seedCount }}
+{{- if lt $count 1 }}
+{{- fail "node.seedCount must be at least 1" }}
+{{- end }}
+{{- if gt $count (int .Values.node.replicas) }}
+{{- fail (printf "node.replicas (%d) must be at least node.seedCount (%d): the seeds are the first pods" (int .Values.node.replicas) $count) }}
+{{- end }}
 {{- $seeds := list }}
-{{- range $i := until (int .Values.node.replicas) }}
-{{- $seeds = append $seeds (printf "%s-%d@%s-%d.%s.%s.svc.%s:%d" $node $i $node $i $node $.Release.Namespace $.Values.clusterDomain (int $.Values.cluster.transportPort)) }}
+{{- range $i := until $count }}
+{{- $pod := printf "%s-%d" $node $i }}
+{{- $seeds = append $seeds (printf "%s@%s:%d" $pod (include "playground.nodeHost" (dict "root" $ "i" $pod)) (int $.Values.cluster.transportPort)) }}
 {{- end }}
 {{- join "," $seeds }}
 {{- end }}
