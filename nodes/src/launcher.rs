@@ -5,16 +5,23 @@
 //!   itself: the fastest start and the fewest moving parts for a new user.
 //! - `--nodes N --gateways G` runs N node processes that replicate every shard (factor min(3, N)) and G
 //!   gateway processes, the first on `--http`, the next on the following ports.
+//! - `--add-node`, against the data directory of a running `--nodes N` cluster, starts one more node
+//!   that joins it: `node-K`, K one more than the highest `node-*` folder there, configured like
+//!   `node-1` (shards, cookie, token key, admin token), with the cluster's nodes (`cluster.ports`) as its
+//!   seeds and a cluster port of its own. The placement driver then moves shard replicas onto it. Every
+//!   run adds a new node; an added node is started again after a stop with
+//!   `playground node --config DIR/node-K/node.toml` (a later `up --nodes N` starts node-1..N only).
 //!
 //! A child that dies is started again with backoff while the others keep running; SIGINT or SIGTERM
 //! stops the gateways, then the nodes, then this process.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::builder::BoolishValueParser;
 use clap::Args;
 use cluster_config::Config;
 use nix::sys::signal::{kill, Signal};
@@ -37,19 +44,35 @@ pub struct UpArgs {
     /// Gateways to run, the first on --http, the next on the following ports [env: PLAYGROUND_GATEWAYS].
     #[arg(long, env = "PLAYGROUND_GATEWAYS", default_value_t = 1)]
     pub gateways: u32,
+    /// Start one more node that joins the cluster running under --data-dir, and supervise it; every run
+    /// adds a new node [env: PLAYGROUND_ADD_NODE].
+    #[arg(long, env = "PLAYGROUND_ADD_NODE", value_parser = BoolishValueParser::new())]
+    pub add_node: bool,
 }
 
 impl Default for UpArgs {
     fn default() -> Self {
-        Self { config: ConfigArgs::default(), nodes: 1, gateways: 1 }
+        Self { config: ConfigArgs::default(), nodes: 1, gateways: 1, add_node: false }
     }
 }
 
 /// How long a child gets to finish its requests and commits after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a node asked to drain (SIGTERM) gets: its own drain deadline, and the stop after it.
+const DRAIN_GRACE: Duration = Duration::from_secs(135);
 
 pub fn run(args: UpArgs) -> Result<()> {
+    if args.add_node {
+        for (flag, value) in [("--nodes", args.nodes), ("--gateways", args.gateways)] {
+            if value != 1 {
+                bail!(
+                    "--add-node cannot be combined with {flag} {value}: it adds one node to the cluster already \
+                     running under --data-dir (check PLAYGROUND_NODES and PLAYGROUND_GATEWAYS too)"
+                );
+            }
+        }
+    }
     if !(1..=7).contains(&args.nodes) {
         bail!("--nodes: {} is out of range; run 1 to 7 nodes", args.nodes);
     }
@@ -58,11 +81,26 @@ pub fn run(args: UpArgs) -> Result<()> {
     }
     let config = settings::resolve(&args.config)?;
     crate::logging::init(config.log.format);
+    let specs = if args.add_node {
+        let (spec, listen) = prepare_join(&config)?;
+        println!(
+            "{} joining the cluster at {listen}; each `up --add-node` adds a new node, so to start this one again \
+             after a stop run `playground node --config {}`",
+            spec.name,
+            spec.config_path.display()
+        );
+        vec![spec]
+    } else {
+        let specs = prepare(&config, args.nodes, args.gateways)?;
+        let root = std::fs::canonicalize(&config.node.data_dir)?;
+        println!("playground: data in {}; admin token in {}", root.display(), root.join("admin.token").display());
+        specs
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start the async runtime")?
-        .block_on(supervise(config, args.nodes, args.gateways))
+        .block_on(supervise(specs))
 }
 
 /// One child process: what it runs, and how it is named in the output.
@@ -72,6 +110,9 @@ struct ChildSpec {
     config_path: PathBuf,
     /// Whether its `listening on` line is a gateway's URL.
     serves_api: bool,
+    /// How it is asked to stop: SIGINT stops a node at once (the whole cluster stops: there is no one to
+    /// hand its shards to); SIGTERM drains it first (a node added with `--add-node` leaving).
+    stop_signal: Signal,
 }
 
 /// A free loopback port below Linux's ephemeral range (32768 and up), so that outgoing connections
@@ -132,7 +173,7 @@ fn prepare(config: &Config, nodes: u32, gateways: u32) -> Result<Vec<ChildSpec>>
             std::fs::write(&ports_file, text.join(" "))?;
             fresh
         };
-        base.cluster.seeds = ports.iter().enumerate().map(|(i, p)| format!("node-{}@127.0.0.1:{p}", i + 1)).collect();
+        base.cluster.seeds = seeds(&ports);
     }
     let mut specs = vec![];
     for i in 1..=nodes {
@@ -162,11 +203,93 @@ fn prepare(config: &Config, nodes: u32, gateways: u32) -> Result<Vec<ChildSpec>>
     Ok(specs)
 }
 
+/// The seed list of the cluster's nodes on `ports`: `node-1@127.0.0.1:PORT`, and so on.
+fn seeds(ports: &[u16]) -> Vec<String> {
+    ports.iter().enumerate().map(|(i, p)| format!("node-{}@127.0.0.1:{p}", i + 1)).collect()
+}
+
+/// Writes the configuration of one more node for the cluster `up --nodes N` runs under the data
+/// directory, and returns it with the cluster address the node listens on.
+///
+/// The node is configured like node-1 (read from the file the launcher wrote for it, so shards, cookie,
+/// token key and admin token are the cluster's whatever flags started it), with its own name, folder
+/// and addresses, and the cluster's nodes as its seeds. Not being among them, it joins.
+fn prepare_join(config: &Config) -> Result<(ChildSpec, SocketAddr)> {
+    let dir = &config.node.data_dir;
+    let no_cluster = || anyhow!("no running cluster under {}: start one with `playground up --nodes 3`", dir.display());
+    let root = std::fs::canonicalize(dir).map_err(|_| no_cluster())?;
+    let first_path = root.join("node-1").join("node.toml");
+    let first = cluster_config::load(&first_path).ok();
+    if first.as_ref().is_some_and(|c| c.cluster.seeds.is_empty()) {
+        bail!(
+            "--add-node: {} holds a one-node (embedded) cluster, which nodes cannot join; start a cluster of its \
+             own with `playground up --nodes 3 --data-dir DIR`",
+            dir.display()
+        );
+    }
+    let ports_file = root.join("cluster.ports");
+    if !ports_file.is_file() || !root.join("cluster.cookie").is_file() {
+        return Err(no_cluster());
+    }
+    let text = std::fs::read_to_string(&ports_file).with_context(|| format!("read {}", ports_file.display()))?;
+    let ports = text.split_whitespace().map(str::parse).collect::<Result<Vec<u16>, _>>().ok().filter(|p| !p.is_empty());
+    let Some(ports) = ports else {
+        bail!("{}: {text:?} is not the list of ports `playground up --nodes N` writes", ports_file.display());
+    };
+    let mut child = match first {
+        Some(first) => first,
+        // Names the file and what is wrong with it.
+        None => cluster_config::load(&first_path)?,
+    };
+    // Each process formats its own logs; the rest is the cluster's.
+    child.log = config.log.clone();
+    let (id, folder) = new_node_folder(&root)?;
+    let listen = SocketAddr::new([127, 0, 0, 1].into(), free_port()?);
+    child.node.id = id;
+    child.node.data_dir = folder;
+    // Nodes keep an HTTP endpoint for health and metrics; the API's front door is the gateways.
+    child.node.http = SocketAddr::new(child.node.http.ip(), 0);
+    child.cluster.listen = listen;
+    child.cluster.advertise = None;
+    child.cluster.seeds = seeds(&ports);
+    let spec = ChildSpec { stop_signal: Signal::SIGTERM, ..write_spec(&child, "node", false)? };
+    Ok((spec, listen))
+}
+
+/// Creates the folder of the next node, `node-K` with K one more than the highest `node-*` folder under
+/// `root`. Creating it claims the name: two `--add-node` runs at once get different ones.
+fn new_node_folder(root: &Path) -> Result<(String, PathBuf)> {
+    let mut highest = 0;
+    for entry in std::fs::read_dir(root).with_context(|| format!("read {}", root.display()))? {
+        let entry = entry?;
+        let number = entry.file_name().to_str().and_then(|n| n.strip_prefix("node-")?.parse::<u32>().ok());
+        if let (Some(k), true) = (number, entry.path().is_dir()) {
+            highest = highest.max(k);
+        }
+    }
+    for k in highest + 1..highest + 100 {
+        let id = format!("node-{k}");
+        let folder = root.join(&id);
+        match std::fs::create_dir(&folder) {
+            Ok(()) => return Ok((id, folder)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("create {}", folder.display())),
+        }
+    }
+    bail!("{}: no free node-K folder name after node-{highest}", root.display())
+}
+
 fn write_spec(child: &Config, subcommand: &'static str, serves_api: bool) -> Result<ChildSpec> {
     std::fs::create_dir_all(&child.node.data_dir)?;
     let path = child.node.data_dir.join(format!("{subcommand}.toml"));
     settings::write_private(&path, &child.to_toml())?;
-    Ok(ChildSpec { name: child.node.id.clone(), subcommand, config_path: path, serves_api })
+    Ok(ChildSpec {
+        name: child.node.id.clone(),
+        subcommand,
+        config_path: path,
+        serves_api,
+        stop_signal: Signal::SIGINT,
+    })
 }
 
 fn spawn(spec: &ChildSpec) -> Result<Child> {
@@ -217,16 +340,18 @@ async fn keep_running(spec: ChildSpec, mut stop: watch::Receiver<bool>) -> Resul
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            _ = stop.changed() => return terminate(&spec.name, child).await,
+            _ = stop.changed() => return terminate(&spec.name, child, spec.stop_signal).await,
         }
     }
 }
 
-async fn terminate(name: &str, mut child: Child) -> Result<()> {
+async fn terminate(name: &str, mut child: Child, stop_signal: Signal) -> Result<()> {
     if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        let _ = kill(Pid::from_raw(pid as i32), stop_signal);
     }
-    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+    // A drain takes as long as moving the node's shards does; a plain stop, a few seconds.
+    let grace = if stop_signal == Signal::SIGTERM { DRAIN_GRACE } else { STOP_GRACE };
+    match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => tracing::info!(child = name, status = %status?, "stopped"),
         Err(_) => {
             tracing::warn!(child = name, "did not stop in time; killing it");
@@ -236,10 +361,8 @@ async fn terminate(name: &str, mut child: Child) -> Result<()> {
     Ok(())
 }
 
-async fn supervise(config: Config, nodes: u32, gateways: u32) -> Result<()> {
-    let specs = prepare(&config, nodes, gateways)?;
-    let root = std::fs::canonicalize(&config.node.data_dir)?;
-    println!("playground: data in {}; admin token in {}", root.display(), root.join("admin.token").display());
+/// Keeps every child running until SIGINT or SIGTERM, then stops the gateways, then the nodes.
+async fn supervise(specs: Vec<ChildSpec>) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     // Gateways stop before nodes, so that no request is cut off by a node going first.
@@ -303,5 +426,48 @@ mod tests {
         let again = prepare(&config, 3, 2).expect("prepare again");
         let seeds_again = cluster_config::load(&again[0].config_path).expect("parses").cluster.seeds;
         assert_eq!(seeds_again, configs[0].cluster.seeds, "members keep their addresses across restarts");
+    }
+
+    #[test]
+    fn an_added_node_is_the_next_one_configured_like_node_1_with_the_nodes_as_seeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.node.data_dir = dir.path().to_owned();
+        config.cluster.shards = 8;
+        prepare(&config, 3, 1).expect("prepare");
+        let first = cluster_config::load(&dir.path().join("node-1/node.toml")).expect("node-1 parses");
+
+        // The launcher's own settings say nothing about the cluster: node-1's file does.
+        let mut joiner = Config::default();
+        joiner.node.data_dir = dir.path().to_owned();
+        let (spec, listen) = prepare_join(&joiner).expect("prepare a joining node");
+        assert_eq!((spec.name.as_str(), spec.subcommand, spec.serves_api), ("node-4", "node", false));
+        let added = cluster_config::load(&spec.config_path).expect("its config parses");
+        assert_eq!(added.node.id, "node-4");
+        assert_eq!(added.node.data_dir, std::fs::canonicalize(dir.path()).expect("canonical").join("node-4"));
+        assert_eq!(added.node.http.port(), 0);
+        assert_eq!(added.cluster.listen, listen);
+        assert_eq!(added.cluster.seeds, first.cluster.seeds);
+        assert!(!first.cluster.seeds.iter().any(|s| s.ends_with(&format!(":{}", listen.port()))));
+        assert_eq!(added.cluster.shards, 8);
+        assert_eq!(added.cluster.cookie, first.cluster.cookie);
+        assert_eq!(added.security.admin_token, first.security.admin_token);
+        assert_eq!(added.security.token_key_file, first.security.token_key_file);
+
+        let (again, _) = prepare_join(&joiner).expect("prepare another");
+        assert_eq!(again.name, "node-5", "every run adds a new node");
+    }
+
+    #[test]
+    fn only_a_cluster_of_nodes_can_be_joined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.node.data_dir = dir.path().to_owned();
+        let err = prepare_join(&config).err().expect("an empty directory holds no cluster").to_string();
+        assert!(err.contains("no running cluster under") && err.contains(&dir.path().display().to_string()), "{err}");
+        prepare(&config, 1, 1).expect("prepare the embedded default");
+        let err = prepare_join(&config).err().expect("the embedded default cannot be joined").to_string();
+        assert!(err.contains("one-node"), "{err}");
+        assert!(!dir.path().join("node-2").exists(), "a refused run leaves no folder behind");
     }
 }

@@ -1,8 +1,11 @@
 //! The command line: `playground up` supervises its node, keeps data across restarts and stops cleanly;
-//! bad flags and files are refused with one line that names them.
+//! `playground up --add-node` grows a running cluster by one node; bad flags and files are refused with
+//! one line that names them.
 
-use std::process::Command;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -110,4 +113,144 @@ async fn a_replicated_cluster_refuses_a_data_dir_written_by_one_node() {
     assert!(!out.status.success(), "the node must refuse to start");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("fresh data directory"), "{err}");
+}
+
+/// `playground up --add-node` in the foreground, and the lines it prints. Dropped before it is stopped
+/// (a failing test), it is stopped with SIGTERM so that it stops its node too, then killed.
+struct AddNode {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl AddNode {
+    fn start(data_dir: &std::path::Path) -> AddNode {
+        let mut child = Command::new(BIN)
+            .args(["up", "--add-node", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "error,openraft=off")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start up --add-node");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        AddNode { child, lines }
+    }
+
+    /// What follows `marker` in the next line that holds it.
+    fn wait_for_line(&self, marker: &str, deadline: Duration) -> String {
+        let until = Instant::now() + deadline;
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|e| panic!("no line holding {marker:?}: {e}"));
+            if let Some(pos) = line.find(marker) {
+                return line[pos + marker.len()..].to_owned();
+            }
+        }
+    }
+
+    fn terminate(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("SIGTERM up --add-node");
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < until, "up --add-node did not stop within {deadline:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for AddNode {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+            let until = Instant::now() + Duration::from_secs(20);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The members of `GET /v1/cluster`, and whether `node` holds a replica of some shard.
+async fn members_and_replicas(api: &Api, admin: &str, node: &str) -> Option<(Vec<String>, bool)> {
+    let r = api.get("/v1/cluster", Some(admin)).await.ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    let v = r.json();
+    let mut members: Vec<String> =
+        v["members"].as_array()?.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect();
+    members.sort();
+    let holds = v["shards"]
+        .as_array()?
+        .iter()
+        .any(|s| s["replicas"].as_array().is_some_and(|r| r.iter().any(|id| id.as_str() == Some(node))));
+    Some((members, holds))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_add_node_joins_a_running_cluster_and_takes_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("PLAYGROUND_NODES", "3"), ("PLAYGROUND_GATEWAYS", "1"), ("PLAYGROUND_SHARDS", "8")];
+    let mut up = NodeProcess::start_launcher(BIN.as_ref(), dir.path(), &env).expect("up --nodes 3 starts");
+    let api = Api::new(&up.url);
+    eventually(Duration::from_secs(60), "the gateway is ready", || async {
+        (api.get("/readyz", None).await.ok()?.status == 200).then_some(())
+    })
+    .await
+    .expect("the cluster serves");
+    let admin = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin token");
+    let admin = admin.trim();
+
+    let mut added = AddNode::start(dir.path());
+    let joining = added.wait_for_line("node-4 joining the cluster at ", Duration::from_secs(30));
+    assert!(joining.starts_with("127.0.0.1:"), "{joining}");
+    assert!(joining.contains("playground node --config "), "the line says how to start it again: {joining}");
+    added.wait_for_line("node-4: node listening at http://127.0.0.1:", Duration::from_secs(60));
+
+    let wanted: Vec<String> = (1..=4).map(|i| format!("node-{i}")).collect();
+    let joined = eventually(Duration::from_secs(120), "node-4 is a member holding replicas", || async {
+        let (members, holds) = members_and_replicas(&api, admin, "node-4").await?;
+        (members == wanted && holds).then_some(())
+    })
+    .await;
+    if let Err(e) = joined {
+        let now = api.get("/v1/cluster", Some(admin)).await.map(|r| r.text);
+        panic!("{e:#}; GET /v1/cluster: {now:?}");
+    }
+    let config = dir.path().join("node-4/node.toml");
+    assert!(config.is_file(), "node-4 keeps its configuration under the data dir");
+
+    let status = tokio::task::block_in_place(|| added.terminate(Duration::from_secs(30)));
+    assert!(status.success(), "up --add-node stops cleanly: {status}");
+    let status = tokio::task::block_in_place(|| up.terminate(Duration::from_secs(30))).expect("up stops");
+    assert!(status.success(), "up stops cleanly: {status}");
+}
+
+#[test]
+fn add_node_refuses_a_data_dir_without_a_cluster_and_a_cluster_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_str().expect("utf-8");
+    fails_with(&["up", "--add-node", "--data-dir", path], &[], path);
+    fails_with(&["up", "--add-node", "--data-dir", path], &[], "no running cluster");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("read").count(), 0, "nothing is written");
+    fails_with(&["up", "--add-node", "--nodes", "3", "--data-dir", path], &[], "--nodes");
+    fails_with(
+        &["up", "--data-dir", path],
+        &[("PLAYGROUND_ADD_NODE", "1"), ("PLAYGROUND_GATEWAYS", "2")],
+        "--gateways",
+    );
 }
