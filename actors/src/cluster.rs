@@ -437,8 +437,7 @@ impl Cluster {
 
     /// Whether the record says this node is being drained.
     pub fn draining(&self) -> bool {
-        self.router.local.is_some()
-            && self.router.meta().is_some_and(|m| m.draining.contains(&self.settings.node_id))
+        self.router.local.is_some() && self.router.meta().is_some_and(|m| m.draining.contains(&self.settings.node_id))
     }
 
     /// Starts draining member `id`: the metadata group's leader marks it, and the placement driver moves
