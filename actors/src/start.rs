@@ -239,6 +239,9 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
     crate::ids::set_clock_skew(config.faults.clock_skew_ms);
     let shards = config.cluster.shards;
     let me = config.node.id.clone();
+    // Present from the start, at zero, so that dashboards find them on every node.
+    crate::metrics::REPLICAS_PER_NODE.with_label_values(&[&me]);
+    crate::metrics::LEADERS_PER_NODE.with_label_values(&[&me]);
     let members = members(config);
     let dir = config.node.data_dir.join("store");
     let store = Store::open(&dir, shards)
