@@ -9,18 +9,21 @@
 //! `--topology` picks what the mixes run against: one node (`single`), a 3-node cluster behind one gateway
 //! started with `playground up` (`cluster`), or both in the same run, compared with each other and with
 //! the baseline (`both`). `playground bench failover` measures instead how long the cluster's shards stay
-//! unwritable when the node leading the most of them is killed.
+//! unwritable when the node leading the most of them is killed, and `playground bench rebalance` how long
+//! the placement takes to even out after a fourth node joins, under load.
 //!
 //! - `load`: the closed and open loops, and the latency histograms they fill.
 //! - `workload`: the mixes, their fixtures, and the baseline's one request.
 //! - `targets`: the baseline server and the node started as a child process.
 //! - `cluster`: the cluster started as a child process, its members and its view.
 //! - `failover`: the failover benchmark.
+//! - `rebalance`: the rebalancing benchmark.
 //! - `report`: summaries, ratios, the stdout table, `bench.json` and `bench.md`.
 
 mod cluster;
 mod failover;
 mod load;
+mod rebalance;
 mod report;
 mod targets;
 mod workload;
@@ -89,6 +92,8 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Kill the node leading the most shards, again and again, and time until every shard takes writes.
     Failover(failover::FailoverArgs),
+    /// Start a fourth node under load and time until every node carries its share of replicas and leaders.
+    Rebalance(rebalance::RebalanceArgs),
 }
 
 /// The `--topology` choices.
@@ -194,8 +199,10 @@ fn sorted_union(plans: &[Vec<f64>]) -> Vec<f64> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if let Some(BenchCommand::Failover(failover)) = args.command {
-        return failover::run(failover);
+    match args.command {
+        Some(BenchCommand::Failover(failover)) => return failover::run(failover),
+        Some(BenchCommand::Rebalance(rebalance)) => return rebalance::run(rebalance),
+        None => {}
     }
     if args.target.is_some() && args.topology != Topology::Single {
         bail!("--target measures a gateway that is already running; it goes only with --topology single");
@@ -438,6 +445,11 @@ mod tests {
         assert_eq!((f.kills, f.shards), (5, 64));
         // The load flags do not reach the failover benchmark; giving both is refused, not ignored.
         assert!(parse(&["--duration", "5", "failover"]).is_err());
+        let Some(BenchCommand::Rebalance(r)) = parse(&["rebalance", "--runs", "2"]).unwrap().command else {
+            panic!("rebalance is a subcommand");
+        };
+        assert_eq!((r.runs, r.max_moves), (2, None));
+        assert!(parse(&["--topology", "cluster", "rebalance"]).is_err());
     }
 
     #[test]
