@@ -88,6 +88,9 @@ impl DriverSettings {
     pub const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
+/// Pause between rounds while shards are moving.
+const BUSY_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Bound on the small calls (open, close, campaign, join, status).
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -100,6 +103,8 @@ pub struct Driver {
     writing: tokio::sync::Mutex<()>,
     /// Set once this node was drained: it does not ask to join again (until it restarts).
     leaving: AtomicBool,
+    /// Set by a round that moved or planned something: the next round comes sooner.
+    busy: AtomicBool,
     /// Whether this process has looked at the first record it knew for a drain of itself left over from
     /// before it started.
     checked_stale_drain: AtomicBool,
@@ -116,6 +121,7 @@ impl Driver {
             settings,
             writing: tokio::sync::Mutex::new(()),
             leaving: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
             checked_stale_drain: AtomicBool::new(false),
             down_since: std::sync::Mutex::new(BTreeMap::new()),
         })
@@ -187,7 +193,9 @@ impl Driver {
         tokio::spawn(async move {
             loop {
                 self.round().await;
-                tokio::time::sleep(self.settings.interval).await;
+                // While shards move, the next round follows at once: its moves are already planned.
+                let busy = self.busy.swap(false, Ordering::SeqCst);
+                tokio::time::sleep(if busy { BUSY_INTERVAL } else { self.settings.interval }).await;
             }
         })
     }
@@ -303,22 +311,26 @@ impl Driver {
             .collect();
         crate::metrics::set_moves_in_progress(moving.len());
         let started = Instant::now();
-        let steps = moving
-            .iter()
-            .take(self.settings.max_moves)
-            .map(|&s| self.converge(s, &record.placement[s as usize], actual[s as usize].as_ref()));
-        let done = futures::future::join_all(steps).await.into_iter().filter(|ok| *ok).count();
-        if done > 0 {
-            crate::metrics::moves_done(done, started.elapsed());
+        let attempted: Vec<ShardId> = moving.iter().take(self.settings.max_moves).copied().collect();
+        let steps =
+            attempted.iter().map(|&s| self.converge(s, &record.placement[s as usize], actual[s as usize].as_ref()));
+        let results = futures::future::join_all(steps).await;
+        let converged: BTreeSet<ShardId> =
+            attempted.iter().zip(results).filter(|(_, ok)| *ok).map(|(shard, _)| *shard).collect();
+        if !converged.is_empty() {
+            crate::metrics::moves_done(converged.len(), started.elapsed());
         }
-        if moving.len() < self.settings.max_moves {
-            let room = self.settings.max_moves - moving.len();
+        self.busy.store(!moving.is_empty(), Ordering::SeqCst);
+        // Shards that just got where they belong make room for the next moves at once, not a round later.
+        let still: BTreeSet<ShardId> = moving.iter().filter(|s| !converged.contains(s)).copied().collect();
+        if still.len() < self.settings.max_moves {
+            let room = self.settings.max_moves - still.len();
             let rf = self.settings.replication_factor;
             let _turn = self.writing.lock().await;
-            let busy: BTreeSet<ShardId> = moving.iter().copied().collect();
-            match meta::update(self.raft.as_ref(), &self.store, |m| plan_into(m, rf, room, &busy)).await {
+            match meta::update(self.raft.as_ref(), &self.store, |m| plan_into(m, rf, room, &still)).await {
                 Ok(r) if r.version > record.version => {
                     self.router.offer_meta(r);
+                    self.busy.store(true, Ordering::SeqCst);
                     return;
                 }
                 Ok(_) => {}
@@ -479,6 +491,9 @@ impl Driver {
     async fn balance_leaders(&self, record: &ClusterMeta, actual: &[Option<ShardStatus>]) {
         let leaders: Vec<Option<String>> = actual.iter().map(|a| a.as_ref().and_then(|a| a.leader.clone())).collect();
         let transfers = rebalance::plan_leaders(&record.placement, &leaders, &record.hosts());
+        if !transfers.is_empty() {
+            self.busy.store(true, Ordering::SeqCst);
+        }
         let asks = transfers.into_iter().take(self.settings.max_moves).map(|(shard, to)| {
             let from = leaders[shard as usize].clone().unwrap_or_default();
             async move { (shard, self.transfer(shard, &from, &to).await) }
