@@ -453,28 +453,20 @@ impl Cluster {
         if !record.members.iter().any(|m| m.id == id) {
             return Err(ApiError::NotFound(format!("member {id}")));
         }
-        let mut candidates: Vec<String> = record.members.iter().rev().map(|m| m.id.clone()).collect();
-        let mut asked = std::collections::BTreeSet::new();
-        let payload = |id: &str| {
-            crate::codec::encode(&crate::protocol::Request::Replicas(ReplicaOp::Drain { id: id.to_owned() }))
-        };
         let timeout = self.settings.call_timeout.min(Duration::from_secs(5));
-        while let Some(node) = candidates.pop() {
-            if !asked.insert(node.clone()) {
-                continue;
-            }
-            let Ok(bytes) = remote.call(&node, payload(id), timeout).await else { continue };
-            match crate::codec::decode::<ReplicaAnswer>(b"replicas", &bytes) {
-                Ok(Ok(Some(record))) => {
-                    self.router.offer_meta(record);
-                    return Ok(());
-                }
-                Ok(Err(ApiError::NotLeader { leader: Some(leader), .. })) => candidates.push(leader),
-                Ok(Err(e @ (ApiError::NotFound(_) | ApiError::CannotDrain(_)))) => return Err(e),
-                _ => {}
-            }
+        let op = ReplicaOp::Drain { id: id.to_owned() };
+        let ask = |node: String, op: ReplicaOp| async move {
+            let payload = crate::codec::encode(&crate::protocol::Request::Replicas(op));
+            let bytes =
+                remote.call(&node, payload, timeout).await.map_err(|e| ApiError::Unavailable(format!("{e:?}")))?;
+            crate::codec::decode::<ReplicaAnswer>(b"replicas", &bytes)
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        };
+        let record = crate::placement_driver::to_metadata_leader(&record, op, ask).await?;
+        if let Some(record) = record {
+            self.router.offer_meta(record);
         }
-        Err(ApiError::Unavailable("no member could start the drain: the metadata group has no leader".into()))
+        Ok(())
     }
 
     /// Whether the record counts this node as a member: a node that joins is ready once admitted, and a

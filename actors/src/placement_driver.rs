@@ -235,44 +235,27 @@ impl Driver {
     /// Asks the metadata group's leader to stop draining this node; whether it did.
     async fn cancel_drain(&self, record: &ClusterMeta) -> bool {
         let op = ReplicaOp::Undrain { id: self.router.me.clone() };
-        let mut candidates: Vec<String> = record.members.iter().map(|m| m.id.clone()).collect();
-        let mut asked = BTreeSet::new();
-        while let Some(node) = candidates.pop() {
-            if !asked.insert(node.clone()) {
-                continue;
+        match to_metadata_leader(record, op, |node, op| async move { self.ask(&node, op, CALL_TIMEOUT).await }).await {
+            Ok(Some(record)) => {
+                tracing::info!("restarted in the middle of a drain: draining no more");
+                self.router.offer_meta(record);
+                true
             }
-            match self.ask(&node, op.clone(), CALL_TIMEOUT).await {
-                Ok(Some(record)) => {
-                    tracing::info!("restarted in the middle of a drain: draining no more");
-                    self.router.offer_meta(record);
-                    return true;
-                }
-                Err(ApiError::NotLeader { leader: Some(leader), .. }) => candidates.push(leader),
-                Ok(None) | Err(_) => {}
+            _ => {
+                self.checked_stale_drain.store(false, Ordering::SeqCst);
+                false
             }
         }
-        self.checked_stale_drain.store(false, Ordering::SeqCst);
-        false
     }
 
-    /// Asks the members, the metadata group's leader first once known, to admit this node.
+    /// Asks the metadata group's leader to admit this node.
     async fn join(&self, record: &ClusterMeta) {
         let op = ReplicaOp::Join { id: self.router.me.clone(), addr: self.settings.addr.clone() };
-        let mut candidates: Vec<String> = record.members.iter().map(|m| m.id.clone()).collect();
-        let mut asked = BTreeSet::new();
-        while let Some(node) = candidates.pop() {
-            if !asked.insert(node.clone()) {
-                continue;
-            }
-            match self.ask(&node, op.clone(), CALL_TIMEOUT).await {
-                Ok(Some(record)) => {
-                    tracing::info!(version = record.version, "joined the cluster");
-                    self.router.offer_meta(record);
-                    return;
-                }
-                Err(ApiError::NotLeader { leader: Some(leader), .. }) => candidates.push(leader),
-                Ok(None) | Err(_) => {}
-            }
+        if let Ok(Some(record)) =
+            to_metadata_leader(record, op, |node, op| async move { self.ask(&node, op, CALL_TIMEOUT).await }).await
+        {
+            tracing::info!(version = record.version, "joined the cluster");
+            self.router.offer_meta(record);
         }
     }
 
@@ -523,6 +506,30 @@ impl Driver {
             .map_err(|e| ApiError::Unavailable(format!("{node}: {e:?}")))?;
         codec::decode::<ReplicaAnswer>(b"replicas", &bytes).map_err(|e| ApiError::Unavailable(e.to_string()))?
     }
+}
+
+/// Sends `op`, which only the metadata group's leader carries out, to the members of `record` in turn,
+/// following the leader a member names, until one answers with the record. A refusal that no other member
+/// would answer otherwise (an unknown member, a drain that cannot be done) ends the search.
+pub(crate) async fn to_metadata_leader<F, Fut>(record: &ClusterMeta, op: ReplicaOp, ask: F) -> ReplicaAnswer
+where
+    F: Fn(String, ReplicaOp) -> Fut,
+    Fut: std::future::Future<Output = ReplicaAnswer>,
+{
+    let mut candidates: Vec<String> = record.members.iter().rev().map(|m| m.id.clone()).collect();
+    let mut asked = BTreeSet::new();
+    while let Some(node) = candidates.pop() {
+        if !asked.insert(node.clone()) {
+            continue;
+        }
+        match ask(node, op.clone()).await {
+            Ok(Some(record)) => return Ok(Some(record)),
+            Err(ApiError::NotLeader { leader: Some(leader), .. }) => candidates.push(leader),
+            Err(e @ (ApiError::NotFound(_) | ApiError::CannotDrain(_))) => return Err(e),
+            Ok(None) | Err(_) => {}
+        }
+    }
+    Err(ApiError::Unavailable("no member answered for the metadata group: it has no leader".into()))
 }
 
 /// Replicas and leaders per node, and the shards short of replicas, for the metrics.

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+use super::report::Table;
 use clap::Args;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
@@ -841,7 +843,7 @@ impl Report {
             "lost",
             "unreadable",
         ];
-        let mut t = Table::new(&headers);
+        let mut t = Table::new(&headers, 1);
         t.row(vec![
             s.runs.to_string(),
             s.balanced.to_string(),
@@ -875,7 +877,7 @@ impl Report {
             "moves",
             "mean move round s",
         ];
-        let mut t = Table::new(&headers);
+        let mut t = Table::new(&headers, 1);
         for r in &self.runs {
             let moves = r.moves.as_ref();
             t.row(vec![
@@ -957,48 +959,6 @@ fn secs(ms: Option<f64>) -> String {
 
 fn times(v: Option<f64>) -> String {
     v.map_or("-".to_owned(), |v| format!("{v:.2}×"))
-}
-
-/// A table rendered aligned for a terminal (the first column left, the rest right) or as Markdown.
-struct Table {
-    headers: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    fn new(headers: &[&str]) -> Self {
-        Self { headers: headers.iter().map(|h| (*h).to_owned()).collect(), rows: Vec::new() }
-    }
-
-    fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
-    }
-
-    fn to_text(&self) -> String {
-        let lines = || std::iter::once(&self.headers).chain(&self.rows);
-        let widths: Vec<usize> = (0..self.headers.len())
-            .map(|i| lines().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
-            .collect();
-        let mut out = String::new();
-        for row in lines() {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(i, (c, w))| if i == 0 { format!("{c:<w$}") } else { format!("{c:>w$}") })
-                .collect();
-            let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-        }
-        out
-    }
-
-    fn to_markdown(&self) -> String {
-        let mut out = format!("| {} |\n|{}\n", self.headers.join(" | "), "---|".repeat(self.headers.len()));
-        for row in &self.rows {
-            let _ = writeln!(out, "| {} |", row.join(" | "));
-        }
-        out
-    }
 }
 
 #[cfg(test)]

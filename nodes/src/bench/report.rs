@@ -580,7 +580,7 @@ fn failover_kills_table(f: &Failover) -> Table {
 }
 
 /// A table rendered either aligned for a terminal or as Markdown.
-struct Table {
+pub(super) struct Table {
     headers: Vec<String>,
     /// Leading columns that hold names, left-aligned; the rest hold numbers, right-aligned.
     names: usize,
@@ -588,15 +588,15 @@ struct Table {
 }
 
 impl Table {
-    fn new(headers: &[&str], names: usize) -> Self {
+    pub(super) fn new(headers: &[&str], names: usize) -> Self {
         Self { headers: headers.iter().map(|h| (*h).to_owned()).collect(), names, rows: Vec::new() }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn to_text(&self) -> String {
+    pub(super) fn to_text(&self) -> String {
         let widths: Vec<usize> = (0..self.headers.len())
             .map(|i| {
                 let cells = std::iter::once(&self.headers).chain(&self.rows).filter_map(|r| r.get(i));
@@ -620,7 +620,7 @@ impl Table {
         out
     }
 
-    fn to_markdown(&self) -> String {
+    pub(super) fn to_markdown(&self) -> String {
         let mut out = format!("| {} |\n", self.headers.join(" | "));
         let _ = writeln!(out, "|{}", "---|".repeat(self.headers.len()));
         for row in &self.rows {
