@@ -1,23 +1,20 @@
-//! The actor layer of Microservices Playground: entities (users, orders, email claims) as supervised
-//! actors grouped into shards, their durable state in sled, and [`Cluster`], the one entry point the
-//! gateway calls.
+//! The data plane of Microservices Playground: entities (users, orders, email claims) as supervised
+//! actors grouped into shards, the router that takes each call to its shard's leader, and [`Cluster`],
+//! the one entry point the gateway calls. It stands on the crates below it: `playground_proto` (the
+//! types that travel and are stored), `shardlog` (storage and replication), `control_plane` (members
+//! and placement) and `cluster_transport`.
 //!
-//! - `cluster`: every API operation, routed to the owning shard with a timeout.
-//! - `node`: starts a node's actor system; the shard supervisor.
+//! - `cluster`: [`Cluster`], every API operation, each one typed call to the shard that owns it.
+//! - `router`: where each shard call runs: here when this node leads the shard, else on the leader.
+//! - `server`: answers other processes' requests, one handler per family (data, management, raft).
+//! - `ops`: which entity kind carries out each operation, and the dispatch of calls from the wire.
+//! - `supervisor`: the shard supervisor and the table of shard actors.
 //! - `shard`: the shard actor, which activates, passivates and supervises entities.
 //! - `entity`: the generic entity actor and the user, order and email kinds.
-//! - `store`: sled, the group committer, and the `ShardLog` seam (command → log entry → apply).
-//! - `raft`: the other `ShardLog`: each shard's log as an openraft group, durable through the committer.
-//! - `rebalance`: what a placement driver should move (replicas, leaderships) to balance the shards over the
-//!   current hosts after a join, drain or loss; pure functions.
-//! - `meta`: the cluster's members and shard placement, one record kept by the metadata raft group.
-//! - `placement_driver`: joins, and the driver that moves replicas and leaderships to where `rebalance`
-//!   says, one raft membership change at a time per shard.
-//! - `model`, `validate`: records, views, request rules. `codec`: versioned record encoding.
-//! - `security`: argon2id passwords and session tokens. `ids`: ids, key → shard, time.
-//! - `metrics`: Prometheus metrics of actors and storage.
-//! - `transport`: the cluster transport: ractor_cluster sessions to the seeds and the members that joined, calls to a peer's endpoint,
-//!   the heartbeat failure detector.
+//! - `security`: argon2id passwords and session tokens.
+//! - `adapters`: the transport as the raft log's transport.
+//! - `start`: how a node and a gateway are composed.
+//! - `metrics`: `playground_actor_*`.
 //!
 //! Supervision tree of a node:
 //!
@@ -27,40 +24,17 @@
 //!     └── EntityActor<UserKind | OrderKind | EmailKind>, one per live entity
 //! ```
 
+mod adapters;
 mod cluster;
-mod codec;
 mod entity;
-mod error;
-mod ids;
-mod meta;
 pub mod metrics;
-mod model;
-mod node;
-mod placement_driver;
-mod protocol;
-mod raft;
-pub mod rebalance;
+mod ops;
+mod router;
 mod security;
+mod server;
 mod shard;
 mod start;
-mod store;
-mod transport;
-mod validate;
+mod supervisor;
 
-pub use cluster::{
-    answer, CallOptions, Cluster, ClusterView, CreatedOrder, LocalShards, Peer, Principal, RaftHandler, Remote,
-    RemoteError, Router,
-};
-pub use error::{ApiError, FieldError, StoreError};
-pub use ids::{new_id, now_millis, rfc3339, set_clock_skew, shard_of, ShardId};
-pub use meta::{ClusterMeta, MemberRecord, MetaAnswer, META_KEY};
-pub use model::{NewSession, OrderAction, OrderPage, OrderView, SessionView, UserView};
-pub use protocol::{NodeStatus, Request, ShardCall, ShardStatus};
-pub use raft::{
-    node_id_of, placement, GroupStatus, NoTransport, NodeId, RaftLog, RaftSettings, RaftStartError, RaftTransport,
-    META_REPLICATION,
-};
+pub use cluster::{CallOptions, Cluster, ClusterView, MemberView, NewSession, NewUser, Principal, UserChanges};
 pub use start::{start_gateway, start_node, GatewayHandle, NodeHandle, StartError};
-pub use store::{LocalLog, LogEntry, Op, ShardLog, Store};
-pub use transport::{CallHandler, PeerState, PeerStatus, Role, Transport, TransportConfig, TransportError};
-pub use validate::{CreateOrderRequest, CreateUserRequest, LoginRequest, UpdateUserRequest};

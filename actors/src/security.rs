@@ -15,7 +15,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 
-use crate::error::ApiError;
+use playground_proto::ApiError;
 
 const TOKEN_PREFIX: &str = "pg1";
 

@@ -14,26 +14,39 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::entity::{
-    Cmd, EmailKind, EntityActor, EntityArgs, EntityCtx, EntityKind, EntityMsg, OrderKind, Reply, UserKind,
-};
-use crate::error::ApiError;
+use playground_proto::{ApiError, NotLeader, ShardError};
+
+use crate::entity::{Cmd, EmailKind, EntityActor, EntityArgs, EntityCtx, EntityKind, EntityMsg, OrderKind, UserKind};
 use crate::metrics;
-use crate::protocol::ShardCall;
 
 /// More restarts than this within [`RESTART_WINDOW`] and an entity is left down until its next command,
 /// so a poisoned record cannot spin a core.
 const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(10);
 
+/// A command for one entity of the shard, by kind.
+pub enum LocalCall {
+    User(String, Cmd<UserKind>),
+    Order(String, Cmd<OrderKind>),
+    Email(String, Cmd<EmailKind>),
+}
+
+impl LocalCall {
+    /// Answers the command with `error` without running it.
+    pub fn fail(self, error: ShardError) {
+        match self {
+            LocalCall::User(_, cmd) => cmd.fail(error),
+            LocalCall::Order(_, cmd) => cmd.fail(error),
+            LocalCall::Email(_, cmd) => cmd.fail(error),
+        }
+    }
+}
+
 pub enum ShardMsg {
-    Call {
-        call: ShardCall,
-        inject_panic: bool,
-        reply: RpcReplyPort<Result<Reply, ApiError>>,
-    },
+    /// Runs a command on its entity; the command carries its own reply port.
+    Call(LocalCall),
     /// Passivates idle entities and drops them all when leadership moved; sent by the shard's own timer.
     Sweep,
 }
@@ -59,10 +72,10 @@ pub struct ShardState {
 }
 
 struct Child<K: EntityKind> {
-    actor: ActorRef<EntityMsg<Cmd<K::Op>>>,
+    actor: ActorRef<EntityMsg<K>>,
     last_used: Instant,
     stopping: bool,
-    waiting: Vec<(Cmd<K::Op>, bool)>,
+    waiting: Vec<Cmd<K>>,
     restarts: VecDeque<Instant>,
 }
 
@@ -81,7 +94,7 @@ impl<K: EntityKind> Children<K> {
         sup: &ActorCell,
         ctx: &Arc<EntityCtx>,
         key: &str,
-    ) -> Result<ActorRef<EntityMsg<Cmd<K::Op>>>, ApiError> {
+    ) -> Result<ActorRef<EntityMsg<K>>, ApiError> {
         let args = EntityArgs { ctx: ctx.clone(), key: key.to_owned() };
         match EntityActor::<K>::spawn_linked(None, EntityActor::default(), args, sup.clone()).await {
             Ok((actor, _)) => {
@@ -96,33 +109,26 @@ impl<K: EntityKind> Children<K> {
         }
     }
 
-    async fn deliver(
-        &mut self,
-        sup: &ActorCell,
-        ctx: &Arc<EntityCtx>,
-        key: String,
-        cmd: Cmd<K::Op>,
-        inject_panic: bool,
-    ) {
+    async fn deliver(&mut self, sup: &ActorCell, ctx: &Arc<EntityCtx>, key: String, cmd: Cmd<K>) {
         if let Some(child) = self.live.get_mut(&key) {
             if child.stopping {
-                child.waiting.push((cmd, inject_panic));
+                child.waiting.push(cmd);
                 return;
             }
             child.last_used = Instant::now();
-            match child.actor.cast(EntityMsg::Command { cmd, inject_panic }) {
+            match child.actor.cast(EntityMsg::Command(cmd)) {
                 Ok(()) => return,
                 // The instance died and its failure is still on the way here: a new one takes over, which
                 // is safe since a closed mailbox means the old one handles nothing more.
                 // Its end is still accounted for by `ended`, which finds it in `keys`.
-                Err(ractor::MessagingErr::SendErr(EntityMsg::Command { cmd, inject_panic })) => {
+                Err(ractor::MessagingErr::SendErr(EntityMsg::Command(cmd))) => {
                     self.live.remove(&key);
-                    return Box::pin(self.deliver(sup, ctx, key, cmd, inject_panic)).await;
+                    return Box::pin(self.deliver(sup, ctx, key, cmd)).await;
                 }
                 Err(_) => return,
             }
         }
-        self.activate(sup, ctx, key, vec![(cmd, inject_panic)], VecDeque::new()).await;
+        self.activate(sup, ctx, key, vec![cmd], VecDeque::new()).await;
     }
 
     /// Starts an instance for `key` and hands it `commands`; if it cannot start, they are answered with
@@ -132,20 +138,20 @@ impl<K: EntityKind> Children<K> {
         sup: &ActorCell,
         ctx: &Arc<EntityCtx>,
         key: String,
-        commands: Vec<(Cmd<K::Op>, bool)>,
+        commands: Vec<Cmd<K>>,
         restarts: VecDeque<Instant>,
     ) {
         match self.spawn(sup, ctx, &key).await {
             Ok(actor) => {
-                for (cmd, inject_panic) in commands {
-                    let _ = actor.cast(EntityMsg::Command { cmd, inject_panic });
+                for cmd in commands {
+                    let _ = actor.cast(EntityMsg::Command(cmd));
                 }
                 let child = Child { actor, last_used: Instant::now(), stopping: false, waiting: vec![], restarts };
                 self.live.insert(key, child);
             }
             Err(e) => {
-                for (cmd, _) in commands {
-                    let _ = cmd.reply.send(Err(e.clone()));
+                for cmd in commands {
+                    cmd.fail(e.clone().into());
                 }
             }
         }
@@ -153,12 +159,12 @@ impl<K: EntityKind> Children<K> {
 
     /// Stops every instance now (not behind its mailbox) and answers what waits with `err`. Their ends
     /// still arrive as supervision events; with nothing waiting, nothing is restarted.
-    fn stop_all(&mut self, err: ApiError) {
+    fn stop_all(&mut self, err: ShardError) {
         for child in self.live.values_mut() {
             child.stopping = true;
             child.actor.stop(Some("leadership moved".into()));
-            for (cmd, _) in child.waiting.drain(..) {
-                let _ = cmd.reply.send(Err(err.clone()));
+            for cmd in child.waiting.drain(..) {
+                cmd.fail(err.clone());
             }
         }
     }
@@ -214,7 +220,7 @@ impl ShardState {
             to = term,
             "leadership term changed; dropping entities"
         );
-        let err = || ApiError::NotLeader { shard: self.ctx.shard, leader: None };
+        let err = || ShardError::NotLeader(NotLeader { shard: self.ctx.shard, leader: None });
         self.users.stop_all(err());
         self.orders.stop_all(err());
         self.emails.stop_all(err());
@@ -249,25 +255,19 @@ impl Actor for Shard {
     ) -> Result<(), ActorProcessingErr> {
         let sup = myself.get_cell();
         match msg {
-            ShardMsg::Call { call, inject_panic, reply } => {
+            ShardMsg::Call(call) => {
                 let leadership = st.ctx.log.leadership(st.ctx.shard);
                 if leadership.term != st.term {
                     st.drop_entities(leadership.term);
                 }
                 if !leadership.is_leader {
-                    let _ = reply.send(Err(ApiError::NotLeader { shard: st.ctx.shard, leader: leadership.leader }));
+                    call.fail(NotLeader { shard: st.ctx.shard, leader: leadership.leader }.into());
                     return Ok(());
                 }
                 match call {
-                    ShardCall::User { key, op } => {
-                        st.users.deliver(&sup, &st.ctx, key, Cmd { op, reply }, inject_panic).await
-                    }
-                    ShardCall::Order { key, op } => {
-                        st.orders.deliver(&sup, &st.ctx, key, Cmd { op, reply }, inject_panic).await
-                    }
-                    ShardCall::Email { key, op } => {
-                        st.emails.deliver(&sup, &st.ctx, key, Cmd { op, reply }, inject_panic).await
-                    }
+                    LocalCall::User(key, cmd) => st.users.deliver(&sup, &st.ctx, key, cmd).await,
+                    LocalCall::Order(key, cmd) => st.orders.deliver(&sup, &st.ctx, key, cmd).await,
+                    LocalCall::Email(key, cmd) => st.emails.deliver(&sup, &st.ctx, key, cmd).await,
                 }
             }
             ShardMsg::Sweep => {

@@ -5,27 +5,27 @@
 //!   log as `cluster.log` says; a cluster with seeds always replicates with raft.
 //! - [`start_gateway`]: the transport and a [`Cluster`] that routes every call to the nodes.
 //!
-//! Both run a metadata keeper (`crate::meta`): on a node it bootstraps the cluster's metadata record when
-//! the node leads the metadata group, and keeps the router's placement in step with the record.
+//! Both run a metadata keeper (`control_plane::spawn_keeper`): on a node it bootstraps the cluster's
+//! metadata record when the node leads the metadata group, and keeps the placement cache in step with it.
+//! This module only composes: every part it starts lives in its own crate or module.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use cluster_config::{Config, LogEngine};
-use futures::future::BoxFuture;
+use cluster_transport::{Remote, Role, Transport, TransportConfig, TransportError, TransportRemote};
+use control_plane::{look_for_a_running_cluster, record, spawn_keeper, ControlHandle, Driver, DriverSettings};
+use control_plane::{LocalReplicas, PlacementCache};
+use playground_proto::{placement, ClusterMeta};
 use ractor::{Actor, ActorRef};
+use shardlog::{LocalLog, RaftLog, RaftSettings, RaftStartError, ShardLog, Store, StoreError};
 
-use crate::cluster::{self, Cluster, ClusterSettings, LocalShards, Peer, Remote, RemoteError, ReplicasHandler, Router};
-use crate::codec;
+use crate::adapters::TransportRaft;
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::entity::{EntityCtx, Settings};
-use crate::meta::{self, ClusterMeta};
-use crate::node::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg, ShardTable};
-use crate::placement_driver::{Driver, DriverSettings};
-use crate::protocol::Request;
-use crate::raft::{placement, RaftLog, RaftSettings, RaftStartError, RaftTransport};
+use crate::router::Router;
 use crate::security::{Passwords, Tokens};
-use crate::store::{LocalLog, ShardLog, Store};
-use crate::transport::{CallHandler, PeerState, Role, Transport, TransportConfig, TransportError};
+use crate::server::{Served, Server};
+use crate::supervisor::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg, ShardTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -52,10 +52,17 @@ pub struct NodeHandle {
     transport: Option<Arc<Transport>>,
     keeper: tokio::task::JoinHandle<()>,
     driver: Option<tokio::task::JoinHandle<()>>,
+    store: Arc<Store>,
 }
 
+/// How long [`NodeHandle::stop`] waits for the last users of the store (entity actors finishing their
+/// stop) to let it go.
+const STORE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl NodeHandle {
-    /// Stops every actor and waits until they are gone, so that no write is in flight afterwards.
+    /// Stops every actor and waits until they are gone, so that no write is in flight afterwards, and
+    /// until the store is closed (its last sync made, its directory lock released), so that the data
+    /// directory can be opened again at once.
     pub async fn stop(self) {
         // First, so that no bootstrap or placement write is on its way into the metadata group either.
         self.keeper.abort();
@@ -73,6 +80,12 @@ impl NodeHandle {
         if let Some(transport) = self.transport {
             transport.stop().await;
         }
+        drop(self.cluster);
+        // Entities end after their supervisor: the store goes with the last of them.
+        let deadline = std::time::Instant::now() + STORE_RELEASE_WAIT;
+        while Arc::strong_count(&self.store) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -88,105 +101,6 @@ impl GatewayHandle {
         self.keeper.abort();
         let _ = self.keeper.await;
         self.transport.stop().await;
-    }
-}
-
-/// The transport as routing sees it.
-struct TransportRemote(Arc<Transport>);
-
-impl Remote for TransportRemote {
-    fn call(
-        &self,
-        node: &str,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> BoxFuture<'static, Result<Vec<u8>, RemoteError>> {
-        let (transport, node) = (self.0.clone(), node.to_owned());
-        Box::pin(async move {
-            transport.call(&node, payload, timeout).await.map_err(|e| match e {
-                // Never reached the peer: another replica may take the call.
-                TransportError::NotConnected { .. }
-                | TransportError::PeerDown { .. }
-                | TransportError::Overloaded { .. }
-                | TransportError::Stopped
-                | TransportError::Start(_) => RemoteError::NotDelivered(node),
-                TransportError::Timeout { .. } | TransportError::Lost { .. } | TransportError::Remote { .. } => {
-                    RemoteError::NoAnswer(node)
-                }
-            })
-        })
-    }
-
-    fn add_peer(&self, id: &str, addr: &str) {
-        match cluster_config::parse_seed(&format!("{id}@{addr}")) {
-            Ok(seed) => {
-                if self.0.add_peer(&seed.id, seed.addr) {
-                    tracing::info!(peer = id, addr, "new cluster member");
-                }
-            }
-            Err(e) => tracing::warn!(peer = id, addr, error = %e, "a member's address is unusable"),
-        }
-    }
-
-    fn peers(&self) -> Vec<Peer> {
-        self.0
-            .peers()
-            .into_iter()
-            .map(|p| Peer {
-                id: p.id,
-                addr: p.addr.to_string(),
-                state: match p.state {
-                    PeerState::Up => "up",
-                    PeerState::Suspect => "suspect",
-                    PeerState::Down => "down",
-                },
-            })
-            .collect()
-    }
-}
-
-/// Raft messages ride the cluster transport, wrapped as [`Request::Raft`].
-struct TransportRaft(Arc<Transport>);
-
-impl RaftTransport for TransportRaft {
-    fn send(&self, to: &str, payload: Vec<u8>, timeout: Duration) -> BoxFuture<'static, Result<Vec<u8>, String>> {
-        let (transport, to) = (self.0.clone(), to.to_owned());
-        Box::pin(async move {
-            transport.call(&to, codec::encode(&Request::Raft(payload)), timeout).await.map_err(|e| e.to_string())
-        })
-    }
-}
-
-/// Answers peers once the node is up; until then every request is answered "not here", which callers
-/// route around (and raft treats as an unreachable peer).
-#[derive(Default)]
-struct LateHandler {
-    ready: OnceLock<(Arc<Router>, Arc<RaftLog>, Arc<Driver>)>,
-}
-
-impl CallHandler for LateHandler {
-    fn handle(&self, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
-        match self.ready.get() {
-            Some((router, raft, driver)) => {
-                let (raft, driver) = (raft.clone(), driver.clone());
-                let replicas: ReplicasHandler = Arc::new(move |op| {
-                    let driver = driver.clone();
-                    Box::pin(async move { driver.handle(op).await })
-                });
-                cluster::answer(
-                    router.clone(),
-                    Some(Arc::new(move |bytes| raft.handle_rpc(bytes))),
-                    Some(replicas),
-                    payload,
-                )
-            }
-            None => Box::pin(async {
-                codec::encode::<crate::protocol::ShardAnswer>(&Err(crate::error::ApiError::NotLeader {
-                    shard: 0,
-                    leader: None,
-                }))
-            }),
-        }
     }
 }
 
@@ -235,27 +149,25 @@ fn cluster_settings(config: &Config) -> ClusterSettings {
 }
 
 pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandle, StartError> {
-    crate::metrics::init();
-    crate::ids::set_clock_skew(config.faults.clock_skew_ms);
+    init_process(config);
     let shards = config.cluster.shards;
     let me = config.node.id.clone();
-    // Present from the start, at zero, so that dashboards find them on every node.
-    crate::metrics::REPLICAS_PER_NODE.with_label_values(&[&me]);
-    crate::metrics::LEADERS_PER_NODE.with_label_values(&[&me]);
+    control_plane::metrics::init(&me);
     let members = members(config);
     let dir = config.node.data_dir.join("store");
     let store = Store::open(&dir, shards)
         .map_err(|e| StartError::Store { dir: dir.display().to_string(), reason: e.to_string() })?;
     // A node outside the seeds joins the cluster they form.
     let clustered = members.len() > 1 || !members.contains(&me);
-    let handler = Arc::new(LateHandler::default());
+    let server = Arc::new(Server::default());
     let transport = if clustered {
-        Some(Transport::start(transport_config(config, Role::Node)?, Some(handler.clone())).await?)
+        Some(Transport::start(transport_config(config, Role::Node)?, Some(server.clone())).await?)
     } else {
         None
     };
-    if let Some(t) = &transport {
-        look_for_a_running_cluster(t, &store, config).await?;
+    let remote = transport.clone().map(|t| Arc::new(TransportRemote(t)) as Arc<dyn Remote>);
+    if let Some(remote) = &remote {
+        look_for_a_running_cluster(remote.as_ref(), &store, &me, &members).await.map_err(store_err)?;
     }
     let (log, raft): (Arc<dyn ShardLog>, _) = match (&transport, config.cluster.log) {
         (None, LogEngine::Local) => (Arc::new(LocalLog::new(store.clone(), me.clone())), None),
@@ -269,18 +181,7 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
             (raft.clone(), Some(raft))
         }
     };
-    if config.faults.panic_injection || config.faults.break_idempotency || config.faults.clock_skew_ms != 0 {
-        tracing::warn!(
-            panic_injection = config.faults.panic_injection,
-            break_idempotency = config.faults.break_idempotency,
-            clock_skew_ms = config.faults.clock_skew_ms,
-            "test-only fault switches are on: never run this configuration in production"
-        );
-    }
-    let settings = Arc::new(Settings {
-        panic_injection: config.faults.panic_injection,
-        break_idempotency: config.faults.break_idempotency,
-    });
+    let settings = Arc::new(entity_settings(config));
     let ctxs = (0..shards)
         .map(|shard| Arc::new(EntityCtx { shard, store: store.clone(), log: log.clone(), settings: settings.clone() }))
         .collect();
@@ -290,9 +191,13 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
         ShardSupervisor::spawn(None, ShardSupervisor, args).await.map_err(|e| StartError::Actors(e.to_string()))?;
     let rf = config.cluster.replication_factor as usize;
     let replicas = (0..shards).map(|s| placement(s, &members, rf)).collect();
-    let remote = transport.clone().map(|t| Arc::new(TransportRemote(t)) as Arc<dyn Remote>);
-    let local = LocalShards { table, log, store: store.clone() };
-    let router = Arc::new(Router::new(me, shards, Some(local), remote, replicas));
+    let control = Arc::new(ControlHandle {
+        me,
+        cache: PlacementCache::new(shards, replicas),
+        local: Some(LocalReplicas { store: store.clone(), log }),
+        remote,
+    });
+    let router = Arc::new(Router::new(control.clone(), Some(table)));
     let driver = match (&raft, &transport) {
         (Some(raft), Some(_)) => {
             let settings = DriverSettings {
@@ -303,70 +208,63 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
                 move_timeout: DriverSettings::DEFAULT_MOVE_TIMEOUT,
                 dead_member_timeout: config.cluster.dead_member_timeout,
             };
-            let driver = Driver::new(router.clone(), raft.clone(), store.clone(), settings);
-            // Set once, here: a second set cannot happen.
-            let _ = handler.ready.set((router.clone(), raft.clone(), driver.clone()));
+            let driver = Driver::new(control.clone(), raft.clone(), store.clone(), settings);
+            server.ready(Served { router: router.clone(), raft: raft.clone(), driver: driver.clone() });
             Some(driver.spawn())
         }
         _ => None,
     };
     // Computed alike on every node from the same seeds, so racing bootstraps would write the same record;
     // only the metadata group's leader writes it, and only once.
-    let initial = ClusterMeta::initial(shards, rf, meta::seed_members(config));
-    let keeper = meta::spawn_keeper(router.clone(), Some(initial));
+    let initial = ClusterMeta::initial(shards, rf, record::seed_members(config));
+    let keeper = spawn_keeper(control, Some(initial));
     let cluster = Arc::new(Cluster::new(cluster_settings(config), router, passwords(config)?, Tokens::new(token_key)));
-    Ok(NodeHandle { cluster, supervisor, join, raft, transport, keeper, driver })
+    Ok(NodeHandle { cluster, supervisor, join, raft, transport, keeper, driver, store })
 }
 
-/// How long a node with an empty data directory looks for a running cluster before it takes part in
-/// bootstrapping a new one.
-const CLUSTER_PROBE: Duration = Duration::from_secs(3);
+fn store_err(e: StoreError) -> StartError {
+    StartError::Store { dir: "store".into(), reason: e.to_string() }
+}
 
-/// A node with an empty data directory first asks the seeds whether a cluster already runs: if one does
-/// and does not count this node among its members, the node joins it rather than bootstrapping groups
-/// of its own from the seed list (which would make a second cluster, e.g. when the seed list grew).
-/// Stops looking early once every seed has answered without a record.
-async fn look_for_a_running_cluster(t: &Arc<Transport>, store: &Store, config: &Config) -> Result<(), StartError> {
-    let store_err = |e: crate::error::StoreError| StartError::Store { dir: "store".into(), reason: e.to_string() };
-    let shards = store.shard_count();
-    let mut fresh = !store.knows_cluster().map_err(store_err)?;
-    for group in 0..=shards {
-        fresh = fresh && !store.has_group_state(group).map_err(store_err)?;
-    }
-    if !fresh {
-        return Ok(());
-    }
-    let me = &config.node.id;
-    let seeds: Vec<String> = config.cluster.seed_list().into_iter().map(|s| s.id).filter(|id| id != me).collect();
-    let deadline = std::time::Instant::now() + CLUSTER_PROBE;
-    while std::time::Instant::now() < deadline {
-        let mut answered = 0;
-        for seed in &seeds {
-            let asked = t.call(seed, codec::encode(&Request::Meta), Duration::from_millis(500)).await;
-            let Ok(bytes) = asked else { continue };
-            answered += 1;
-            if let Ok(Ok(record)) = codec::decode::<meta::MetaAnswer>(b"meta", &bytes) {
-                if record.members.iter().any(|m| &m.id == me) {
-                    // A seed the cluster was bootstrapped with, starting later than the others: it takes
-                    // its place in the groups of the first placement.
-                    return Ok(());
-                }
-                tracing::info!(version = record.version, "a cluster runs already: joining it");
-                return store.set_knows_cluster().await.map_err(store_err);
-            }
+/// What every process does first: metrics at zero, and the test-only clock of a failpoints build.
+fn init_process(config: &Config) {
+    crate::metrics::init();
+    shardlog::metrics::init();
+    #[cfg(feature = "failpoints")]
+    {
+        let faults = &config.faults;
+        if faults.clock_skew_ms != 0 {
+            playground_proto::install_clock(Box::new(playground_proto::SkewedClock(faults.clock_skew_ms)));
         }
-        if answered == seeds.len() {
-            return Ok(());
+        if faults.panic_injection || faults.break_idempotency || faults.clock_skew_ms != 0 {
+            tracing::warn!(
+                panic_injection = faults.panic_injection,
+                break_idempotency = faults.break_idempotency,
+                clock_skew_ms = faults.clock_skew_ms,
+                "test-only fault switches are on: never run this configuration in production"
+            );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(())
+    #[cfg(not(feature = "failpoints"))]
+    let _ = config;
+}
+
+fn entity_settings(config: &Config) -> Settings {
+    #[cfg(feature = "failpoints")]
+    return Settings {
+        panic_injection: config.faults.panic_injection,
+        break_idempotency: config.faults.break_idempotency,
+    };
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = config;
+        Settings::default()
+    }
 }
 
 /// Starts a gateway: it holds no shards and routes every call to the nodes of `cluster.seeds`.
 pub async fn start_gateway(config: &Config, token_key: Vec<u8>) -> Result<GatewayHandle, StartError> {
-    crate::metrics::init();
-    crate::ids::set_clock_skew(config.faults.clock_skew_ms);
+    init_process(config);
     if config.cluster.seeds.is_empty() {
         return Err(StartError::Membership("a gateway needs the nodes to route to in cluster.seeds".into()));
     }
@@ -375,9 +273,14 @@ pub async fn start_gateway(config: &Config, token_key: Vec<u8>) -> Result<Gatewa
     let shards = config.cluster.shards;
     let rf = config.cluster.replication_factor as usize;
     let replicas = (0..shards).map(|s| placement(s, &members, rf)).collect();
-    let remote: Arc<dyn Remote> = Arc::new(TransportRemote(transport.clone()));
-    let router = Arc::new(Router::new(config.node.id.clone(), shards, None, Some(remote), replicas));
-    let keeper = meta::spawn_keeper(router.clone(), None);
+    let control = Arc::new(ControlHandle {
+        me: config.node.id.clone(),
+        cache: PlacementCache::new(shards, replicas),
+        local: None,
+        remote: Some(Arc::new(TransportRemote(transport.clone()))),
+    });
+    let router = Arc::new(Router::new(control.clone(), None));
+    let keeper = spawn_keeper(control, None);
     let cluster = Arc::new(Cluster::new(cluster_settings(config), router, passwords(config)?, Tokens::new(token_key)));
     Ok(GatewayHandle { cluster, transport, keeper })
 }

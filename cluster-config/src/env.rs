@@ -36,14 +36,46 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_RETRY_AFTER_SECS", "limits.retry_after_secs"),
     ("PLAYGROUND_RATE_LIMIT_PER_SECOND", "limits.rate_limit_per_second"),
     ("PLAYGROUND_RATE_LIMIT_BURST", "limits.rate_limit_burst"),
-    ("PLAYGROUND_PANIC_INJECTION", "faults.panic_injection"),
-    ("PLAYGROUND_BREAK_IDEMPOTENCY", "faults.break_idempotency"),
-    ("PLAYGROUND_CLOCK_SKEW_MS", "faults.clock_skew_ms"),
     ("PLAYGROUND_LOG_FORMAT", "log.format"),
 ];
 
+/// The test-only fault switches' variables, known only to builds with the `failpoints` feature: a
+/// production build does not even contain their names, and refuses them as unknown variables.
+#[cfg(feature = "failpoints")]
+pub const FAULT_ENV_VARS: &[(&str, &str)] = &[
+    ("PLAYGROUND_PANIC_INJECTION", "faults.panic_injection"),
+    ("PLAYGROUND_BREAK_IDEMPOTENCY", "faults.break_idempotency"),
+    ("PLAYGROUND_CLOCK_SKEW_MS", "faults.clock_skew_ms"),
+];
+
+/// Every variable this build reads, as (variable, `section.field`).
+pub fn env_vars() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    let vars = ENV_VARS.iter();
+    #[cfg(feature = "failpoints")]
+    let vars = vars.chain(FAULT_ENV_VARS.iter());
+    vars
+}
+
+/// The prefix of every variable of the product's: one it does not know is a mistake, never ignored.
+pub const ENV_PREFIX: &str = "PLAYGROUND_";
+
+/// Refuses a `PLAYGROUND_*` variable among `names` that this build does not read (a typo, or a test-only
+/// switch set on a production build), naming it.
+pub fn check_env_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), ConfigError> {
+    for name in names {
+        if name.starts_with(ENV_PREFIX) && !env_vars().any(|(var, _)| *var == name) {
+            return Err(ConfigError::new(
+                ENV_ORIGIN,
+                name,
+                "not a setting of this build (see --help for the variables it reads)".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
-    /// Applies overrides from environment variables (see [`ENV_VARS`]), then
+    /// Applies overrides from environment variables (see [`env_vars`]), then
     /// re-validates with "environment" as the error origin. `env` is the
     /// lookup (e.g. `&|k| std::env::var(k).ok()`), so tests need not touch
     /// the process environment.
@@ -52,7 +84,7 @@ impl Config {
     /// source from the file, since env beats file and both may not be set.
     /// An empty value for an optional secret clears it.
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        for &(var, field) in ENV_VARS {
+        for &(var, field) in env_vars() {
             if let Some(value) = env(var) {
                 self.set_field(field, &value).map_err(|message| ConfigError::new(ENV_ORIGIN, var, message))?;
             }
@@ -120,8 +152,11 @@ impl Config {
             "limits.retry_after_secs" => {
                 self.limits.retry_after_secs = parse_num(value, "an integer")?;
             }
+            #[cfg(feature = "failpoints")]
             "faults.panic_injection" => self.faults.panic_injection = parse_bool(value)?,
+            #[cfg(feature = "failpoints")]
             "faults.break_idempotency" => self.faults.break_idempotency = parse_bool(value)?,
+            #[cfg(feature = "failpoints")]
             "faults.clock_skew_ms" => self.faults.clock_skew_ms = parse_num(value, "an integer (ms)")?,
             "log.format" => {
                 self.log.format = LogFormat::from_name(value.trim())
@@ -141,6 +176,7 @@ where
     value.trim().parse().map_err(|e| format!("invalid value {value:?} ({e}); expected {expected}"))
 }
 
+#[cfg(feature = "failpoints")]
 fn parse_bool(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),
@@ -209,7 +245,6 @@ mod tests {
             ("PLAYGROUND_RETRY_AFTER_SECS", "5"),
             ("PLAYGROUND_RATE_LIMIT_PER_SECOND", "50"),
             ("PLAYGROUND_RATE_LIMIT_BURST", "7"),
-            ("PLAYGROUND_PANIC_INJECTION", "1"),
             ("PLAYGROUND_LOG_FORMAT", "json"),
         ]))
         .expect("valid");
@@ -236,13 +271,12 @@ mod tests {
         assert_eq!(c.limits.retry_after_secs, 5);
         assert_eq!(c.limits.rate_limit_per_second, 50);
         assert_eq!(c.limits.rate_limit_burst, 7);
-        assert!(c.faults.panic_injection);
         assert_eq!(c.log.format, LogFormat::Json);
     }
 
     #[test]
     fn every_table_entry_has_a_setter() {
-        for &(var, field) in ENV_VARS {
+        for &(var, field) in env_vars() {
             let mut c = Config::default();
             let result = c.set_field(field, "");
             if let Err(m) = result {
@@ -258,7 +292,6 @@ mod tests {
             ("PLAYGROUND_HTTP", "localhost"),
             ("PLAYGROUND_SESSION_TTL", "forever"),
             ("PLAYGROUND_MAX_IN_FLIGHT", "-1"),
-            ("PLAYGROUND_PANIC_INJECTION", "yes"),
             ("PLAYGROUND_LOG_FORMAT", "xml"),
             ("PLAYGROUND_LOG_ENGINE", "paxos"),
         ];
@@ -280,6 +313,21 @@ mod tests {
     }
 
     #[test]
+    fn unknown_variables_of_the_prefix_are_refused() {
+        assert!(check_env_names(["PLAYGROUND_SHARDS", "HOME", "RUST_LOG"]).is_ok());
+        let e = check_env_names(["PLAYGROUND_SHRADS"]).expect_err("a typo");
+        assert_eq!((e.origin.as_str(), e.field.as_str()), ("environment", "PLAYGROUND_SHRADS"));
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    #[test]
+    fn a_production_build_refuses_the_fault_switches() {
+        let names = ["PLAYGROUND", "PANIC", "INJECTION"].join("_");
+        assert!(check_env_names([names.as_str()]).is_err(), "{names}");
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[test]
     fn panic_injection_accepts_true_false_1_0() {
         for (v, want) in [("true", true), ("false", false), ("1", true), ("0", false)] {
             let mut c = Config::default();
@@ -288,6 +336,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "failpoints")]
     #[test]
     fn break_idempotency_is_off_unless_set() {
         let mut c = Config::default();
@@ -298,6 +347,7 @@ mod tests {
         assert!(c.apply_env(&env_of(&[("PLAYGROUND_BREAK_IDEMPOTENCY", "yes")])).is_err());
     }
 
+    #[cfg(feature = "failpoints")]
     #[test]
     fn clock_skew_is_a_signed_number_of_milliseconds() {
         let mut c = Config::default();

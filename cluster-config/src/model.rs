@@ -64,12 +64,16 @@ pub const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
 pub const RATE_LIMIT_BURST_RANGE: RangeInclusive<u32> = 1..=10_000_000;
 pub const RETRY_AFTER_SECS_RANGE: RangeInclusive<u32> = 1..=3600;
 
+#[cfg(feature = "failpoints")]
 pub const DEFAULT_PANIC_INJECTION: bool = false;
 /// Test-only; never enable it (see [`FaultsConfig::break_idempotency`]).
+#[cfg(feature = "failpoints")]
 pub const DEFAULT_BREAK_IDEMPOTENCY: bool = false;
 /// Test-only; see [`FaultsConfig::clock_skew_ms`].
+#[cfg(feature = "failpoints")]
 pub const DEFAULT_CLOCK_SKEW_MS: i64 = 0;
 /// A day either way: enough to exercise expiry and ordering, small enough to catch a unit mistake.
+#[cfg(feature = "failpoints")]
 pub const CLOCK_SKEW_MS_RANGE: RangeInclusive<i64> = -86_400_000..=86_400_000;
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
 
@@ -83,6 +87,9 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub security: SecurityConfig,
     pub limits: LimitsConfig,
+    /// Test-only fault switches: a section only builds with the `failpoints` feature know (elsewhere
+    /// `[faults]` is an unknown key, and refused).
+    #[cfg(feature = "failpoints")]
     pub faults: FaultsConfig,
     pub log: LogConfig,
 }
@@ -393,6 +400,7 @@ impl Default for LimitsConfig {
     }
 }
 
+#[cfg(feature = "failpoints")]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultsConfig {
@@ -405,6 +413,7 @@ pub struct FaultsConfig {
     pub clock_skew_ms: i64,
 }
 
+#[cfg(feature = "failpoints")]
 impl Default for FaultsConfig {
     fn default() -> Self {
         Self {
@@ -510,9 +519,12 @@ mod tests {
         assert_eq!(c.limits.request_timeout, Duration::from_secs(5));
         assert_eq!(c.limits.entity_idle_timeout, Duration::from_secs(300));
         assert_eq!(c.limits.retry_after_secs, 1);
-        assert!(!c.faults.panic_injection);
-        assert!(!c.faults.break_idempotency);
-        assert_eq!(c.faults.clock_skew_ms, 0);
+        #[cfg(feature = "failpoints")]
+        {
+            assert!(!c.faults.panic_injection);
+            assert!(!c.faults.break_idempotency);
+            assert_eq!(c.faults.clock_skew_ms, 0);
+        }
         assert_eq!(c.log.format, LogFormat::Text);
     }
 

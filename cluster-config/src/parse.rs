@@ -169,8 +169,6 @@ mod tests {
             [limits]
             request_timeout = "300ms"
             entity_idle_timeout = "10m"
-            [faults]
-            panic_injection = true
             [log]
             format = "json"
         "#;
@@ -182,8 +180,21 @@ mod tests {
         assert_eq!(c.sessions.ttl, Duration::from_secs(9000));
         assert_eq!(c.limits.request_timeout, Duration::from_millis(300));
         assert_eq!(c.limits.entity_idle_timeout, Duration::from_secs(600));
-        assert!(c.faults.panic_injection);
         assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn a_failpoints_build_reads_the_faults_section() {
+        let c = Config::parse("[faults]\npanic_injection = true\n", "a.toml").expect("valid");
+        assert!(c.faults.panic_injection);
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    #[test]
+    fn a_production_build_refuses_the_faults_section() {
+        let e = Config::parse("[faults]\npanic_injection = true\n", "a.toml").expect_err("unknown section");
+        assert!(e.to_string().contains("faults"), "{e}");
     }
 
     #[test]
@@ -275,7 +286,10 @@ mod tests {
         c.limits.request_timeout = Duration::from_millis(10);
         c.limits.entity_idle_timeout = Duration::from_secs(86_400);
         c.limits.retry_after_secs = 30;
-        c.faults.panic_injection = true;
+        #[cfg(feature = "failpoints")]
+        {
+            c.faults.panic_injection = true;
+        }
         c.log.format = LogFormat::Json;
         let text = c.to_toml();
         assert_eq!(Config::parse(&text, "rt.toml"), Ok(c.clone()), "{text}");

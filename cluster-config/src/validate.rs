@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::model::{
-    Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, CLOCK_SKEW_MS_RANGE,
-    DEAD_MEMBER_TIMEOUT_RANGE, ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE,
-    MAX_CONCURRENT_MOVES_RANGE, MAX_IN_FLIGHT_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES,
-    NODE_ID_MAX_LEN, RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE,
-    REQUEST_TIMEOUT_RANGE, RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
+    Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, DEAD_MEMBER_TIMEOUT_RANGE,
+    ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, MAX_CONCURRENT_MOVES_RANGE,
+    MAX_IN_FLIGHT_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES, NODE_ID_MAX_LEN,
+    RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE, REQUEST_TIMEOUT_RANGE,
+    RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
 };
 
 impl Config {
@@ -70,7 +70,9 @@ impl Config {
         in_range(lim.rate_limit_per_second, &RATE_LIMIT_PER_SECOND_RANGE)
             .map_err(|m| err("limits.rate_limit_per_second", m))?;
         in_range(lim.rate_limit_burst, &RATE_LIMIT_BURST_RANGE).map_err(|m| err("limits.rate_limit_burst", m))?;
-        in_range(self.faults.clock_skew_ms, &CLOCK_SKEW_MS_RANGE).map_err(|m| err("faults.clock_skew_ms", m))?;
+        #[cfg(feature = "failpoints")]
+        in_range(self.faults.clock_skew_ms, &crate::model::CLOCK_SKEW_MS_RANGE)
+            .map_err(|m| err("faults.clock_skew_ms", m))?;
 
         Ok(())
     }
@@ -163,10 +165,13 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate("defaults").expect("defaults valid");
-        let mut c = Config::default();
-        c.faults.break_idempotency = true;
-        c.faults.clock_skew_ms = -86_400_000;
-        c.validate("test-only switch").expect("valid");
+        #[cfg(feature = "failpoints")]
+        {
+            let mut c = Config::default();
+            c.faults.break_idempotency = true;
+            c.faults.clock_skew_ms = -86_400_000;
+            c.validate("test-only switch").expect("valid");
+        }
     }
 
     #[test]
@@ -203,12 +208,17 @@ mod tests {
             ("limits.retry_after_secs", |c| c.limits.retry_after_secs = 0),
             ("limits.retry_after_secs", |c| c.limits.retry_after_secs = 3601),
             ("limits.rate_limit_burst", |c| c.limits.rate_limit_burst = 0),
-            ("faults.clock_skew_ms", |c| c.faults.clock_skew_ms = 86_400_001),
             ("cluster.max_concurrent_moves", |c| c.cluster.max_concurrent_moves = 0),
             ("cluster.advertise", |c| c.cluster.advertise = Some("no port".into())),
+        ];
+        #[cfg(feature = "failpoints")]
+        let faults: &[(&str, Mutation)] = &[
+            ("faults.clock_skew_ms", |c| c.faults.clock_skew_ms = 86_400_001),
             ("faults.clock_skew_ms", |c| c.faults.clock_skew_ms = -86_400_001),
         ];
-        for (field, mutate) in cases {
+        #[cfg(not(feature = "failpoints"))]
+        let faults: &[(&str, Mutation)] = &[];
+        for (field, mutate) in cases.iter().chain(faults) {
             let mut c = Config::default();
             mutate(&mut c);
             assert_eq!(field_of(&c), *field);

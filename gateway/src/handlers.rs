@@ -1,14 +1,15 @@
 //! One handler per route: decode the request, call the cluster, shape the answer.
 
-use actors::{CallOptions, OrderAction, Principal};
+use actors::{CallOptions, Principal};
 use http::header::AUTHORIZATION;
 use http::StatusCode;
+use playground_proto::{ApiError, ErrorCode, OrderAction};
 use serde::de::DeserializeOwned;
 
+use crate::api::{validate_idempotency_key, CreateOrderRequest, CreateUserRequest, LoginRequest, UpdateUserRequest};
 use crate::problem::Problem;
+use crate::views::{NewSessionView, OrderPage, OrderView, SessionView, UserView};
 use crate::{Answer, Gateway, Request, OPENAPI_JSON};
-
-const X_FAULT_INJECT: &str = "x-fault-inject";
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -61,10 +62,21 @@ fn if_match(req: &Request) -> Option<Vec<u64>> {
     )
 }
 
+/// Test-only (`X-Fault-Inject: panic`): the entity that handles the request panics, where the node
+/// allows it. Only a failpoints build reads the header.
+#[cfg(feature = "failpoints")]
 fn options(req: &Request) -> CallOptions {
-    let inject_panic =
-        req.headers.get(X_FAULT_INJECT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("panic"));
-    CallOptions { inject_panic }
+    let panic = req
+        .headers
+        .get("x-fault-inject")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("panic"));
+    CallOptions { fault: panic.then_some(playground_proto::Fault::Panic) }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn options(_req: &Request) -> CallOptions {
+    CallOptions::default()
 }
 
 fn param(req: &Request) -> &str {
@@ -76,7 +88,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 struct Page {
-    limit: usize,
+    limit: u32,
     cursor: Option<String>,
 }
 
@@ -86,7 +98,7 @@ fn page(query: &str) -> Result<Page, Problem> {
         match k.as_ref() {
             "limit" => {
                 page.limit = v
-                    .parse::<usize>()
+                    .parse::<u32>()
                     .ok()
                     .filter(|n| (1..=100).contains(n))
                     .ok_or_else(|| Problem::bad_request("limit must be an integer from 1 to 100"))?;
@@ -112,7 +124,7 @@ fn admin_only(gw: &Gateway, req: &Request) -> Result<(), Problem> {
     if admitted {
         Ok(())
     } else {
-        Err(Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "this call takes the admin token"))
+        Err(Problem::new(ErrorCode::Unauthorized, "this call takes the admin token"))
     }
 }
 
@@ -123,18 +135,18 @@ pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Prob
         ("GET", "/readyz") => {
             if cluster.draining() {
                 let detail = "draining: this node is handing its shards to the other members";
-                return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail));
+                return Err(Problem::new(ErrorCode::Unavailable, detail));
             }
             return if cluster.ready().await {
                 Ok(Answer::json(StatusCode::OK, &serde_json::json!({"status": "ready"})))
             } else {
-                Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "not every shard has a leader yet"))
+                Err(Problem::new(ErrorCode::Unavailable, "not every shard has a leader yet"))
             };
         }
         ("GET", "/metrics") => {
             let text = prometheus::TextEncoder::new()
                 .encode_to_string(&prometheus::gather())
-                .map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()))?;
+                .map_err(|e| Problem::new(ErrorCode::Unavailable, e.to_string()))?;
             return Ok(Answer {
                 status: StatusCode::OK,
                 body: text.into(),
@@ -163,28 +175,30 @@ pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Prob
             return Ok(Answer::json(StatusCode::ACCEPTED, &serde_json::json!({"member": id, "state": "draining"})));
         }
         ("POST", "/v1/users") => {
-            let user = cluster.register(parse_json(&req.body)?).await?;
+            let new = parse_json::<CreateUserRequest>(&req.body)?.validate()?;
+            let user = UserView::from(&cluster.register(new).await?);
             let location = format!("/v1/users/{}", user.id);
             return Ok(Answer::json(StatusCode::CREATED, &user).etag(user.version).location(location));
         }
         ("POST", "/v1/sessions") => {
-            let session = cluster.login(parse_json(&req.body)?).await?;
+            let (email, password) = parse_json::<LoginRequest>(&req.body)?.validate()?;
+            let session = NewSessionView::from(&cluster.login(&email, password).await?);
             return Ok(Answer::json(StatusCode::CREATED, &session).location("/v1/sessions/current".to_owned()));
         }
         _ => {}
     }
     // Every other route is for a signed-in user. The body is checked before the token costs a call.
     let opts = options(req);
-    let token = bearer(req).ok_or_else(|| Problem::from(actors::ApiError::Unauthorized))?;
+    let token = bearer(req).ok_or_else(|| Problem::from(ApiError::Unauthorized))?;
     match (req.method, req.template) {
         ("PATCH", "/v1/users/{id}") => {
-            let changes = parse_json(&req.body)?;
+            let changes = parse_json::<UpdateUserRequest>(&req.body)?.validate()?;
             let who = cluster.authenticate(token, CallOptions::default()).await?;
-            let user = cluster.update_user(&who, param(req), changes, if_match(req), opts).await?;
+            let user = UserView::from(&cluster.update_user(&who, param(req), changes, if_match(req), opts).await?);
             Ok(Answer::json(StatusCode::OK, &user).etag(user.version))
         }
         ("POST", "/v1/orders") => {
-            let order_req = parse_json(&req.body)?;
+            let order_req = parse_json::<CreateOrderRequest>(&req.body)?;
             let key = match req.headers.get("idempotency-key") {
                 Some(v) => Some(
                     v.to_str()
@@ -193,10 +207,15 @@ pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Prob
                 ),
                 None => None,
             };
+            if let Some(k) = &key {
+                validate_idempotency_key(k)?;
+            }
+            let order = order_req.validate()?;
             let who = cluster.authenticate(token, CallOptions::default()).await?;
-            let out = cluster.create_order(&who, order_req, key, opts).await?;
-            let location = format!("/v1/orders/{}", out.order.id);
-            Ok(Answer::json(StatusCode::CREATED, &out.order).etag(out.order.version).location(location))
+            let out = cluster.create_order(&who, order, key, opts).await?;
+            let order = OrderView::from(&out.order);
+            let location = format!("/v1/orders/{}", order.id);
+            Ok(Answer::json(StatusCode::CREATED, &order).etag(order.version).location(location))
         }
         _ => {
             let who = cluster.authenticate(token, CallOptions::default()).await?;
@@ -209,12 +228,12 @@ async fn signed_in(gw: &Gateway, req: &Request, who: &Principal, opts: CallOptio
     let cluster = &gw.cluster;
     let id = param(req);
     let action = |a| async move {
-        let order = cluster.order_action(who, id, a, if_match(req), opts).await?;
+        let order = OrderView::from(&cluster.order_action(who, id, a, if_match(req), opts).await?);
         Ok::<_, Problem>(Answer::json(StatusCode::OK, &order).etag(order.version))
     };
     match (req.method, req.template) {
         ("GET", "/v1/users/{id}") => {
-            let user = cluster.get_user(who, id, opts).await?;
+            let user = UserView::from(&cluster.get_user(who, id, opts).await?);
             Ok(Answer::json(StatusCode::OK, &user).etag(user.version))
         }
         ("DELETE", "/v1/users/{id}") => {
@@ -222,15 +241,15 @@ async fn signed_in(gw: &Gateway, req: &Request, who: &Principal, opts: CallOptio
             Ok(Answer::no_content())
         }
         ("GET", "/v1/users/{id}/sessions") => {
-            let items = cluster.list_sessions(who, id).await?;
+            let items: Vec<SessionView> = cluster.list_sessions(who, id).await?.iter().map(SessionView::from).collect();
             Ok(Answer::json(StatusCode::OK, &serde_json::json!({ "items": items })))
         }
         ("GET", "/v1/users/{id}/orders") => {
             let p = page(&req.query)?;
-            let orders = cluster.list_orders(who, id, p.limit, p.cursor).await?;
+            let orders = OrderPage::from(&cluster.list_orders(who, id, p.limit, p.cursor).await?);
             Ok(Answer::json(StatusCode::OK, &orders))
         }
-        ("GET", "/v1/sessions/current") => Ok(Answer::json(StatusCode::OK, &cluster.current_session(who))),
+        ("GET", "/v1/sessions/current") => Ok(Answer::json(StatusCode::OK, &SessionView::from(&who.session))),
         ("DELETE", "/v1/sessions/current") => {
             cluster.logout(who).await?;
             Ok(Answer::no_content())
@@ -240,18 +259,16 @@ async fn signed_in(gw: &Gateway, req: &Request, who: &Principal, opts: CallOptio
             Ok(Answer::no_content())
         }
         ("GET", "/v1/orders/{id}") => {
-            let order = cluster.get_order(who, id, opts).await?;
+            let order = OrderView::from(&cluster.get_order(who, id, opts).await?);
             Ok(Answer::json(StatusCode::OK, &order).etag(order.version))
         }
         ("POST", "/v1/orders/{id}/pay") => action(OrderAction::Pay).await,
         ("POST", "/v1/orders/{id}/ship") => action(OrderAction::Ship).await,
         ("POST", "/v1/orders/{id}/deliver") => action(OrderAction::Deliver).await,
         ("POST", "/v1/orders/{id}/cancel") => action(OrderAction::Cancel).await,
-        (method, template) => Err(Problem::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{method} {template} is not served"),
-        )),
+        (method, template) => {
+            Err(Problem::new(ErrorCode::MethodNotAllowed, format!("{method} {template} is not served")))
+        }
     }
 }
 

@@ -1,15 +1,21 @@
-//! The HTTP gateway of Microservices Playground: design/API.md over warp.
+//! The HTTP gateway of Microservices Playground: the contract of docs/api.md over warp.
 //!
 //! It holds no state of record: every call goes to [`actors::Cluster`]. Here live the things that are
-//! HTTP's alone: routing (`routes`), problem+json errors (`problem`), request ids, the body limit,
-//! content types, `ETag`/`If-Match`, the bound on requests in flight, and the HTTP metrics (`metrics`).
-//! The handlers of each route are in `handlers`.
+//! HTTP's alone: routing (`routes`), request bodies and their rules (`api`), the JSON views (`views`),
+//! problem+json errors (`problem`), request ids, the body limit, content types, `ETag`/`If-Match`, the
+//! bound on requests in flight, and the HTTP metrics (`metrics`). The handlers of each route are in
+//! `handlers`.
+//!
+//! Architecture invariant: the gateway never imports ractor, ractor_cluster, openraft or sled; it sees
+//! the cluster only through [`actors::Cluster`] and the types of `playground_proto`.
 
+mod api;
 mod handlers;
 mod metrics;
 mod problem;
 mod rate_limit;
 mod routes;
+mod views;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -21,11 +27,13 @@ use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
+use playground_proto::ErrorCode;
 use warp::filters::path::FullPath;
 use warp::Filter;
 
 pub use problem::Problem;
 pub use routes::{match_route, RouteMatch, ROUTES};
+pub use views::rfc3339;
 
 /// Bodies over 256 KiB are refused (413).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -145,7 +153,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(actors::new_id)
+        .unwrap_or_else(playground_proto::new_id)
 }
 
 fn takes_body(method: &str, template: &str) -> bool {
@@ -168,13 +176,8 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-        )
-    };
+    let too_large =
+        || Problem::new(ErrorCode::PayloadTooLarge, format!("request bodies are limited to {MAX_BODY_BYTES} bytes"));
     let declared =
         headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
@@ -213,15 +216,9 @@ where
     let started = Instant::now();
     let rid = request_id(&headers);
     let (route, outcome) = match routes::match_route(&method, path) {
-        RouteMatch::NotFound => {
-            ("unmatched", Err(Problem::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {path}"))))
-        }
+        RouteMatch::NotFound => ("unmatched", Err(Problem::new(ErrorCode::NotFound, format!("no route for {path}")))),
         RouteMatch::WrongMethod(allow) => {
-            let mut p = Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{path} takes {}", allow.join(", ")),
-            );
+            let mut p = Problem::new(ErrorCode::MethodNotAllowed, format!("{path} takes {}", allow.join(", ")));
             p.allow = allow;
             ("unmatched", Err(p))
         }
@@ -252,8 +249,7 @@ where
     if let (true, Some(limiter), Some(ip)) = (api_call, &gw.rate_limit, client) {
         if let Err(wait) = limiter.check(ip, Instant::now()) {
             metrics::RATE_LIMITED.inc();
-            let mut p =
-                Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "this client is over its request rate");
+            let mut p = Problem::new(ErrorCode::RateLimited, "this client is over its request rate");
             p.retry_after = Some(wait);
             return Err(p);
         }
@@ -263,11 +259,7 @@ where
             Ok(p) => Some(p),
             Err(_) => {
                 metrics::SHED.inc();
-                return Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "too many requests in flight; retry later",
-                ));
+                return Err(Problem::new(ErrorCode::Unavailable, "too many requests in flight; retry later"));
             }
         }
     } else {
@@ -278,8 +270,7 @@ where
     let body = if takes_body(m.method, m.template) {
         if !is_json(&headers) {
             return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as Content-Type: application/json",
             ));
         }
@@ -292,7 +283,7 @@ where
     let deadline = gw.config.request_timeout * 3;
     match tokio::time::timeout(deadline, handlers::dispatch(gw, &req)).await {
         Ok(result) => result,
-        Err(_) => Err(actors::ApiError::Timeout.into()),
+        Err(_) => Err(playground_proto::ApiError::Timeout.into()),
     }
 }
 
@@ -335,11 +326,11 @@ fn respond(outcome: Result<Answer, Problem>, rid: &str, retry_after: u32) -> war
                     headers.insert(http::header::ALLOW, v);
                 }
             }
-            if p.status == StatusCode::UNAUTHORIZED {
+            if p.status() == StatusCode::UNAUTHORIZED {
                 headers.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             let body = serde_json::to_vec(&p.body(rid)).expect("problems serialize to JSON");
-            (p.status, Bytes::from(body))
+            (p.status(), Bytes::from(body))
         }
     };
     let mut response = warp::reply::Response::new(body.into());

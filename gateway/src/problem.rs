@@ -1,13 +1,13 @@
-//! Errors as RFC 9457 problem details: the one place where a failure becomes a status and a `code`.
+//! Errors as RFC 9457 problem details: the one place where a failure becomes an answer. Its status,
+//! `code` and title all come from one [`ErrorCode`], whose single mapping lives with the code itself.
 
-use actors::{ApiError, FieldError};
 use http::StatusCode;
+use playground_proto::{ApiError, ErrorCode, FieldError};
 use serde::Serialize;
 
 #[derive(Debug, Clone)]
 pub struct Problem {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub detail: String,
     pub errors: Vec<FieldError>,
     /// For 405: the methods the path takes.
@@ -17,63 +17,31 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), errors: vec![], allow: vec![], retry_after: None }
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { code, detail: detail.into(), errors: vec![], allow: vec![], retry_after: None }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", detail)
+        Self::new(ErrorCode::BadRequest, detail)
     }
 
-    pub fn title(&self) -> &'static str {
-        match self.code {
-            "bad_request" => "Bad request",
-            "unauthorized" => "Unauthorized",
-            "invalid_credentials" => "Invalid credentials",
-            "forbidden" => "Forbidden",
-            "not_found" => "Not found",
-            "method_not_allowed" => "Method not allowed",
-            "email_taken" => "Email already registered",
-            "invalid_transition" => "Invalid order transition",
-            "cannot_drain" => "Cannot drain the node",
-            "precondition_failed" => "Precondition failed",
-            "payload_too_large" => "Payload too large",
-            "unsupported_media_type" => "Unsupported media type",
-            "validation_failed" => "Validation failed",
-            "idempotency_key_reused" => "Idempotency key reused",
-            "rate_limited" => "Too many requests",
-            "unavailable" => "Service unavailable",
-            "timeout" => "Gateway timeout",
-            _ => "Error",
-        }
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// Whether the client should come back later (`Retry-After`).
     pub fn retryable(&self) -> bool {
-        matches!(self.status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS)
+        matches!(self.code, ErrorCode::Unavailable | ErrorCode::RateLimited)
     }
 }
 
 impl From<ApiError> for Problem {
     fn from(e: ApiError) -> Self {
-        let status = match &e {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::EmailTaken | ApiError::InvalidTransition { .. } | ApiError::CannotDrain(_) => {
-                StatusCode::CONFLICT
-            }
-            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::Validation(_) | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) | ApiError::NotLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        };
         let errors = match &e {
             ApiError::Validation(list) => list.clone(),
             _ => vec![],
         };
-        Problem { status, code: e.code(), detail: e.to_string(), errors, allow: vec![], retry_after: None }
+        Problem { code: e.code(), detail: e.to_string(), errors, allow: vec![], retry_after: None }
     }
 }
 
@@ -93,10 +61,10 @@ pub struct ProblemBody<'a> {
 impl Problem {
     pub fn body<'a>(&'a self, request_id: &'a str) -> ProblemBody<'a> {
         ProblemBody {
-            kind: format!("/problems/{}", self.code),
-            title: self.title(),
-            status: self.status.as_u16(),
-            code: self.code,
+            kind: format!("/problems/{}", self.code.as_str()),
+            title: self.code.title(),
+            status: self.code.http_status(),
+            code: self.code.as_str(),
             detail: &self.detail,
             request_id,
             errors: &self.errors,

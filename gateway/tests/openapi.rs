@@ -116,3 +116,41 @@ fn every_ref_resolves_to_a_component() {
         );
     }
 }
+
+#[test]
+fn the_document_lists_every_error_code_with_its_status_and_title() {
+    let doc = json();
+    let listed: BTreeSet<String> = doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("Problem.code is an enum")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    let served: BTreeSet<String> = playground_proto::ErrorCode::ALL.iter().map(|c| c.as_str().to_owned()).collect();
+    assert_eq!(listed, served, "the codes the document names are the codes the server sends");
+    // Every example problem in the document carries the status and title its code has.
+    let mut examples = vec![];
+    collect_problems(&doc, &mut examples);
+    assert!(!examples.is_empty(), "the document has example problems");
+    for example in examples {
+        let code = example["code"].as_str().expect("a code");
+        let known = playground_proto::ErrorCode::ALL.iter().find(|c| c.as_str() == code);
+        let known = known.unwrap_or_else(|| panic!("example code {code} is not a code of the server"));
+        assert_eq!(example["status"].as_u64(), Some(u64::from(known.http_status())), "{code}");
+        assert_eq!(example["title"].as_str(), Some(known.title()), "{code}");
+    }
+}
+
+/// Every object in `value` that looks like a problem body (it has `code`, `status` and `title`).
+fn collect_problems<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) => {
+            if map.contains_key("code") && map.contains_key("status") && map.contains_key("title") {
+                out.push(value);
+            }
+            map.values().for_each(|v| collect_problems(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_problems(v, out)),
+        _ => {}
+    }
+}

@@ -298,7 +298,7 @@ fn spawn(spec: &ChildSpec) -> Result<Child> {
     cmd.arg(spec.subcommand).arg("--config").arg(&spec.config_path).stdout(Stdio::piped()).kill_on_drop(true);
     // The parent applied the environment into the child's file already; applying it twice would undo
     // the per-child names, folders and addresses.
-    for (var, _) in cluster_config::ENV_VARS {
+    for &(var, _) in cluster_config::env_vars() {
         cmd.env_remove(var);
     }
     cmd.spawn().with_context(|| format!("start {}", spec.name))

@@ -27,7 +27,7 @@ fn env_help() -> String {
         "Settings come from flags, then PLAYGROUND_* environment variables, then the --config file, then \
          defaults, in that order of precedence.\n\nEnvironment variables:\n",
     );
-    for (var, field) in cluster_config::ENV_VARS {
+    for &(var, field) in cluster_config::env_vars() {
         text.push_str(&format!("  {var:<32} {field}\n"));
     }
     text
@@ -78,8 +78,33 @@ pub struct NodeArgs {
     pub config: ConfigArgs,
 }
 
+/// The variables the command line reads (`env = "PLAYGROUND_..."` on a flag), of every subcommand.
+fn flag_env_vars(cmd: &clap::Command, out: &mut Vec<String>) {
+    for arg in cmd.get_arguments() {
+        if let Some(var) = arg.get_env().and_then(|v| v.to_str()) {
+            out.push(var.to_owned());
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        flag_env_vars(sub, out);
+    }
+}
+
+/// A `PLAYGROUND_*` variable that neither the configuration nor a flag reads is a mistake (a typo, or a
+/// test-only switch on a production build): refused like an unknown key in the file, never ignored.
+fn check_environment() -> Result<(), cluster_config::ConfigError> {
+    let mut flags = vec![];
+    flag_env_vars(&<Cli as clap::CommandFactory>::command(), &mut flags);
+    let names: Vec<String> = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect();
+    cluster_config::check_env_names(names.iter().map(String::as_str).filter(|n| !flags.iter().any(|f| f == n)))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = check_environment() {
+        eprintln!("playground: {e}");
+        return ExitCode::FAILURE;
+    }
     let command = cli.command.unwrap_or_else(|| Command::Up(launcher::UpArgs::default()));
     let result = match command {
         Command::Up(args) => launcher::run(args),

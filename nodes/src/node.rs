@@ -91,6 +91,8 @@ async fn serve(config: Config, kind: Kind) -> Result<()> {
     tracing::info!("stopping: finishing requests in flight");
     let _ = stop_tx.send(());
     let _ = server.await;
+    // The store closes with its last user: the API's handles go first.
+    drop((gateway, cluster));
     match stop {
         Stopper::Node(node) => node.stop().await,
         Stopper::Gateway(gw) => gw.stop().await,

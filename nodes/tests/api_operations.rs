@@ -241,7 +241,7 @@ async fn a_skewed_clock_shifts_the_timestamps_a_node_writes() {
     const DAY: i64 = 86_400_000;
     let seconds: Vec<String> = (before - DAY - 1_000..=after - DAY + 1_000)
         .step_by(500)
-        .map(|ms| actors::rfc3339(ms)[..19].to_owned())
+        .map(|ms| gateway::rfc3339(ms)[..19].to_owned())
         .collect();
     assert!(
         seconds.contains(&created[..19].to_owned()),

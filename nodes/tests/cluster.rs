@@ -82,7 +82,11 @@ async fn the_api_works_through_both_gateways() {
         let shard = s["shard"].as_u64().expect("shard") as u32;
         let replicas: Vec<&str> =
             s["replicas"].as_array().expect("replicas").iter().filter_map(|r| r.as_str()).collect();
-        assert_eq!(replicas, actors::placement(shard, &names, 3), "shard {shard} is placed as the record says");
+        assert_eq!(
+            replicas,
+            playground_proto::placement(shard, &names, 3),
+            "shard {shard} is placed as the record says"
+        );
         assert_eq!(replicas.iter().collect::<HashSet<_>>().len(), 3, "three distinct nodes: {replicas:?}");
     }
     let other = g2.get("/v1/cluster", Some(ADMIN_TOKEN)).await.expect("view").json();

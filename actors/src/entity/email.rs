@@ -1,86 +1,70 @@
 //! The email entity: who holds an email address, cluster-wide (invariant I3). Registrations for one email
 //! all meet here, so exactly one claim wins however they race.
 
-use serde::{Deserialize, Serialize};
+use playground_proto::ops::{ClaimEmail, ClaimOutcome, LookupEmail, ReleaseEmail, TakeoverEmail};
+use playground_proto::{EmailClaim, LogEntry, ShardError};
+use shardlog::StoreError;
 
-use super::{EntityCtx, EntityKind, Reply};
-use crate::error::{ApiError, StoreError};
-use crate::ids::Millis;
-use crate::model::EmailClaim;
-use crate::store::LogEntry;
+use super::{Answer, EntityCtx, EntityKind, Handles};
 
 fn claim_key(email_key: &str) -> String {
     format!("e/{email_key}")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClaimOutcome {
-    /// The email is now held by the caller (or already was).
-    Claimed,
-    HeldBy(EmailClaim),
-}
-
-/// What an email entity is asked to do. Crosses the transport: variants are only ever appended.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum EmailOp {
-    Claim {
-        user_id: String,
-        now: Millis,
-    },
-    /// Moves a claim from a holder that was found not to own the email any more; refused if the holder
-    /// changed in between.
-    Takeover {
-        from: String,
-        to: String,
-        now: Millis,
-    },
-    Lookup,
-    Release {
-        user_id: String,
-    },
-}
-
 pub struct EmailKind;
+
+type Claim = Option<EmailClaim>;
 
 impl EntityKind for EmailKind {
     const KIND: &'static str = "email";
-    type State = Option<EmailClaim>;
-    type Op = EmailOp;
+    type State = Claim;
 
-    fn load(ctx: &EntityCtx, key: &str) -> Result<Option<EmailClaim>, StoreError> {
+    fn load(ctx: &EntityCtx, key: &str) -> Result<Claim, StoreError> {
         ctx.store.get(ctx.shard, &claim_key(key))
     }
+}
 
-    async fn handle(ctx: &EntityCtx, key: &str, st: &mut Option<EmailClaim>, op: EmailOp) -> Result<Reply, ApiError> {
-        match op {
-            EmailOp::Claim { user_id, now } => match st {
-                Some(c) if c.user_id == user_id => Ok(Reply::Claim(ClaimOutcome::Claimed)),
-                Some(c) => Ok(Reply::Claim(ClaimOutcome::HeldBy(c.clone()))),
-                None => set(ctx, key, st, Some(EmailClaim { user_id, claimed_at: now }))
-                    .await
-                    .map(|_| Reply::Claim(ClaimOutcome::Claimed)),
-            },
-            EmailOp::Takeover { from, to, now } => match st {
-                Some(c) if c.user_id == from => set(ctx, key, st, Some(EmailClaim { user_id: to, claimed_at: now }))
-                    .await
-                    .map(|_| Reply::Bool(true)),
-                _ => Ok(Reply::Bool(false)),
-            },
-            EmailOp::Lookup => Ok(Reply::MaybeClaim(st.clone())),
-            EmailOp::Release { user_id } => match st {
-                Some(c) if c.user_id == user_id => set(ctx, key, st, None).await.map(|_| Reply::Done),
-                _ => Ok(Reply::Done),
-            },
+impl Handles<ClaimEmail> for EmailKind {
+    async fn handle(ctx: &EntityCtx, key: &str, st: &mut Claim, op: ClaimEmail) -> Answer<ClaimEmail> {
+        match st {
+            Some(c) if c.user_id == op.user_id => Ok(ClaimOutcome::Claimed),
+            Some(c) => Ok(ClaimOutcome::HeldBy(c.clone())),
+            None => {
+                set(ctx, key, st, Some(EmailClaim { user_id: op.user_id, claimed_at: op.now })).await?;
+                Ok(ClaimOutcome::Claimed)
+            }
         }
     }
 }
 
-async fn set(
-    ctx: &EntityCtx,
-    key: &str,
-    st: &mut Option<EmailClaim>,
-    next: Option<EmailClaim>,
-) -> Result<(), ApiError> {
+impl Handles<TakeoverEmail> for EmailKind {
+    async fn handle(ctx: &EntityCtx, key: &str, st: &mut Claim, op: TakeoverEmail) -> Answer<TakeoverEmail> {
+        match st {
+            Some(c) if c.user_id == op.from => {
+                set(ctx, key, st, Some(EmailClaim { user_id: op.to, claimed_at: op.now })).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+impl Handles<LookupEmail> for EmailKind {
+    async fn handle(_ctx: &EntityCtx, _key: &str, st: &mut Claim, _op: LookupEmail) -> Answer<LookupEmail> {
+        Ok(st.clone())
+    }
+}
+
+impl Handles<ReleaseEmail> for EmailKind {
+    async fn handle(ctx: &EntityCtx, key: &str, st: &mut Claim, op: ReleaseEmail) -> Answer<ReleaseEmail> {
+        match st {
+            Some(c) if c.user_id == op.user_id => set(ctx, key, st, None).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn set(ctx: &EntityCtx, key: &str, st: &mut Claim, next: Claim) -> Result<(), ShardError> {
     let mut entry = LogEntry::default();
     match &next {
         Some(c) => entry.put(claim_key(key), c),

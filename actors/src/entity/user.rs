@@ -3,14 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use playground_proto::ops::{
+    Authenticate, CreateOrder, CreateSession, CreateUser, Credentials, DeleteSession, DeleteUser, GetUser, ListOrders,
+    ListSessions, OrderCreated, OrderList, OwnsEmail, UpdateUser, UserChangeSet, UserUpdated,
+};
+use playground_proto::{
+    email_key, new_id, now_millis, ApiError, HistoryEntry, IdempotencyRecord, LogEntry, Millis, NewOrder, OrderRecord,
+    OrderStatus, SessionRecord, ShardError, UserRecord, UserSlot,
+};
+use shardlog::StoreError;
 
-use super::{EntityCtx, EntityKind, Reply};
-use crate::error::{ApiError, StoreError};
-use crate::ids::{new_id, Millis};
-use crate::model::{HistoryEntry, IdempotencyRecord, OrderRecord, OrderStatus, SessionRecord, UserRecord, UserSlot};
-use crate::store::LogEntry;
-use crate::validate::{email_key, NewOrder};
+use super::{Answer, EntityCtx, EntityKind, Handles};
 
 /// `last_seen_at` is kept in memory and written through at most this often: a session check is a read,
 /// and making every read a durable write would halve throughput for a field nobody audits.
@@ -30,71 +33,6 @@ pub(crate) fn order_key(id: &str) -> String {
 }
 pub(crate) fn order_index_prefix(user: &str) -> String {
     format!("x/{user}/")
-}
-
-/// Changes to a user, validated and with the password already hashed.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct UserChangeSet {
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub password_hash: Option<String>,
-}
-
-/// The result of an order create: the order as it is now, and whether this call created it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OrderCreated {
-    pub order: OrderRecord,
-    pub created: bool,
-}
-
-/// What a user entity is asked to do. Crosses the transport: variants are only ever appended.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum UserOp {
-    Create {
-        user: UserRecord,
-    },
-    Get,
-    Update {
-        changes: UserChangeSet,
-        if_match: Option<Vec<u64>>,
-        now: Millis,
-    },
-    /// Deletes the user and its sessions; answers the email to release.
-    Delete,
-    /// Whether this user holds `email_key` now. A user that does not exist yet is fenced: it can never be
-    /// created afterwards, so an email claim it left behind can be taken over safely.
-    OwnsEmail {
-        email_key: String,
-        now: Millis,
-    },
-    /// The password hash, for a login whose email claim points here.
-    Credentials {
-        email_key: String,
-    },
-    CreateSession {
-        session: SessionRecord,
-        password_hash: String,
-    },
-    Authenticate {
-        session_id: String,
-        verifier: Vec<u8>,
-        now: Millis,
-    },
-    ListSessions {
-        now: Millis,
-    },
-    DeleteSession {
-        session_id: String,
-    },
-    CreateOrder {
-        order: NewOrder,
-        idempotency_key: Option<String>,
-        now: Millis,
-    },
-    ListOrders {
-        limit: u32,
-        cursor: Option<String>,
-    },
 }
 
 pub struct UserState {
@@ -122,7 +60,6 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 impl EntityKind for UserKind {
     const KIND: &'static str = "user";
     type State = UserState;
-    type Op = UserOp;
 
     fn load(ctx: &EntityCtx, key: &str) -> Result<UserState, StoreError> {
         let slot = ctx.store.get::<UserSlot>(ctx.shard, &user_key(key))?;
@@ -131,56 +68,94 @@ impl EntityKind for UserKind {
         let persisted_seen = sessions.iter().map(|(k, s)| (k.clone(), s.last_seen_at)).collect();
         Ok(UserState { slot, sessions, persisted_seen })
     }
+}
 
-    async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: UserOp) -> Result<Reply, ApiError> {
-        match op {
-            UserOp::Create { user } => create(ctx, st, user).await.map(Reply::User),
-            UserOp::Get => st.active().cloned().map(Reply::User),
-            UserOp::Update { changes, if_match, now } => {
-                update(ctx, st, changes, if_match, now).await.map(|(u, old)| Reply::UserUpdated(u, old))
-            }
-            UserOp::Delete => delete(ctx, key, st).await.map(Reply::Text),
-            UserOp::OwnsEmail { email_key: wanted, now } => {
-                owns_email(ctx, key, st, &wanted, now).await.map(Reply::Bool)
-            }
-            UserOp::Credentials { email_key: wanted } => st.active().and_then(|u| {
-                if email_key(&u.email) == wanted {
-                    Ok(Reply::Text(u.password_hash.clone()))
-                } else {
-                    Err(ApiError::NotFound("user".into()))
-                }
-            }),
-            UserOp::CreateSession { session, password_hash } => {
-                create_session(ctx, key, st, session, &password_hash).await.map(Reply::Session)
-            }
-            UserOp::Authenticate { session_id, verifier, now } => {
-                authenticate(ctx, key, st, &session_id, &verifier, now).await.map(Reply::Session)
-            }
-            UserOp::ListSessions { now } => st.active().map(|_| {
-                let mut live: Vec<SessionRecord> =
-                    st.sessions.values().filter(|s| s.expires_at > now).cloned().collect();
-                live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.session_id.cmp(&a.session_id)));
-                Reply::Sessions(live)
-            }),
-            UserOp::DeleteSession { session_id } => {
-                delete_session(ctx, key, st, &session_id).await.map(|()| Reply::Done)
-            }
-            UserOp::CreateOrder { order, idempotency_key, now } => {
-                create_order(ctx, key, st, order, idempotency_key, now).await.map(Reply::OrderCreated)
-            }
-            UserOp::ListOrders { limit, cursor } => {
-                list_orders(ctx, key, limit as usize, cursor).map(|(orders, next)| Reply::Orders(orders, next))
-            }
+impl Handles<CreateUser> for UserKind {
+    async fn handle(ctx: &EntityCtx, _key: &str, st: &mut UserState, op: CreateUser) -> Answer<CreateUser> {
+        create(ctx, st, op.user).await
+    }
+}
+
+impl Handles<GetUser> for UserKind {
+    async fn handle(_ctx: &EntityCtx, _key: &str, st: &mut UserState, _op: GetUser) -> Answer<GetUser> {
+        Ok(st.active()?.clone())
+    }
+}
+
+impl Handles<UpdateUser> for UserKind {
+    async fn handle(ctx: &EntityCtx, _key: &str, st: &mut UserState, op: UpdateUser) -> Answer<UpdateUser> {
+        update(ctx, st, op.changes, op.if_match, op.now).await
+    }
+}
+
+impl Handles<DeleteUser> for UserKind {
+    async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, _op: DeleteUser) -> Answer<DeleteUser> {
+        delete(ctx, key, st).await
+    }
+}
+
+impl Handles<OwnsEmail> for UserKind {
+    async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: OwnsEmail) -> Answer<OwnsEmail> {
+        owns_email(ctx, key, st, &op.email_key, op.now).await
+    }
+}
+
+impl Handles<Credentials> for UserKind {
+    async fn handle(_ctx: &EntityCtx, _key: &str, st: &mut UserState, op: Credentials) -> Answer<Credentials> {
+        let user = st.active()?;
+        if email_key(&user.email) == op.email_key {
+            Ok(user.password_hash.clone())
+        } else {
+            Err(ApiError::NotFound("user".into()).into())
         }
     }
 }
 
-async fn create(ctx: &EntityCtx, st: &mut UserState, user: UserRecord) -> Result<UserRecord, ApiError> {
+impl Handles<CreateSession> for UserKind {
+    async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: CreateSession) -> Answer<CreateSession> {
+        create_session(ctx, key, st, op.session, &op.password_hash).await
+    }
+}
+
+impl Handles<Authenticate> for UserKind {
+    async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: Authenticate) -> Answer<Authenticate> {
+        authenticate(ctx, key, st, &op.session_id, &op.verifier, op.now).await
+    }
+}
+
+impl Handles<ListSessions> for UserKind {
+    async fn handle(_ctx: &EntityCtx, _key: &str, st: &mut UserState, op: ListSessions) -> Answer<ListSessions> {
+        st.active()?;
+        let mut live: Vec<SessionRecord> = st.sessions.values().filter(|s| s.expires_at > op.now).cloned().collect();
+        live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.session_id.cmp(&a.session_id)));
+        Ok(live)
+    }
+}
+
+impl Handles<DeleteSession> for UserKind {
+    async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: DeleteSession) -> Answer<DeleteSession> {
+        delete_session(ctx, key, st, &op.session_id).await
+    }
+}
+
+impl Handles<CreateOrder> for UserKind {
+    async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: CreateOrder) -> Answer<CreateOrder> {
+        create_order(ctx, key, st, op.order, op.idempotency_key, op.now).await
+    }
+}
+
+impl Handles<ListOrders> for UserKind {
+    async fn handle(ctx: &EntityCtx, key: &str, _st: &mut UserState, op: ListOrders) -> Answer<ListOrders> {
+        list_orders(ctx, key, op.limit as usize, op.cursor)
+    }
+}
+
+async fn create(ctx: &EntityCtx, st: &mut UserState, user: UserRecord) -> Result<UserRecord, ShardError> {
     match &st.slot {
         None => {}
         // Fenced by a registration that took the email over: this one lost the race.
-        Some(UserSlot::Aborted { .. }) => return Err(ApiError::EmailTaken),
-        Some(_) => return Err(ApiError::Unavailable(format!("user id {} is already in use", user.id))),
+        Some(UserSlot::Aborted { .. }) => return Err(ApiError::EmailTaken.into()),
+        Some(_) => return Err(ApiError::Unavailable(format!("user id {} is already in use", user.id)).into()),
     }
     let slot = UserSlot::Active(user.clone());
     let mut entry = LogEntry::default();
@@ -196,10 +171,10 @@ async fn update(
     changes: UserChangeSet,
     if_match: Option<Vec<u64>>,
     now: Millis,
-) -> Result<(UserRecord, Option<String>), ApiError> {
+) -> Result<UserUpdated, ShardError> {
     let current = st.active()?;
     if if_match.as_ref().is_some_and(|ok| !ok.contains(&current.version)) {
-        return Err(ApiError::PreconditionFailed { current: current.version });
+        return Err(ApiError::PreconditionFailed { current: current.version }.into());
     }
     let mut next = current.clone();
     let mut released = None;
@@ -222,12 +197,12 @@ async fn update(
     entry.put(user_key(&next.id), &slot);
     ctx.commit(entry).await?;
     st.slot = Some(slot);
-    Ok((next, released))
+    Ok(UserUpdated { user: next, released_email: released })
 }
 
-async fn delete(ctx: &EntityCtx, key: &str, st: &mut UserState) -> Result<String, ApiError> {
+async fn delete(ctx: &EntityCtx, key: &str, st: &mut UserState) -> Result<String, ShardError> {
     let email = st.active()?.email.clone();
-    let slot = UserSlot::Deleted { deleted_at: crate::ids::now_millis() };
+    let slot = UserSlot::Deleted { deleted_at: now_millis() };
     let mut entry = LogEntry::default();
     entry.put(user_key(key), &slot);
     for sid in st.sessions.keys() {
@@ -246,7 +221,7 @@ async fn owns_email(
     st: &mut UserState,
     wanted: &str,
     now: Millis,
-) -> Result<bool, ApiError> {
+) -> Result<bool, ShardError> {
     match &st.slot {
         Some(UserSlot::Active(u)) => Ok(email_key(&u.email) == wanted),
         Some(_) => Ok(false),
@@ -267,10 +242,10 @@ async fn create_session(
     st: &mut UserState,
     session: SessionRecord,
     password_hash: &str,
-) -> Result<SessionRecord, ApiError> {
+) -> Result<SessionRecord, ShardError> {
     // A password changed between the check and now makes the login void.
     if st.active().map(|u| u.password_hash != password_hash).unwrap_or(true) {
-        return Err(ApiError::InvalidCredentials);
+        return Err(ApiError::InvalidCredentials.into());
     }
     let mut entry = LogEntry::default();
     entry.put(session_key(key, &session.session_id), &session);
@@ -296,13 +271,13 @@ async fn authenticate(
     session_id: &str,
     verifier: &[u8],
     now: Millis,
-) -> Result<SessionRecord, ApiError> {
+) -> Result<SessionRecord, ShardError> {
     if st.active().is_err() {
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::Unauthorized.into());
     }
     let session = st.sessions.get_mut(session_id).ok_or(ApiError::Unauthorized)?;
     if !ct_eq(&session.verifier, verifier) || session.expires_at <= now {
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::Unauthorized.into());
     }
     session.last_seen_at = session.last_seen_at.max(now);
     let seen = session.clone();
@@ -316,10 +291,10 @@ async fn authenticate(
     Ok(seen)
 }
 
-async fn delete_session(ctx: &EntityCtx, key: &str, st: &mut UserState, session_id: &str) -> Result<(), ApiError> {
+async fn delete_session(ctx: &EntityCtx, key: &str, st: &mut UserState, session_id: &str) -> Result<(), ShardError> {
     st.active()?;
     if !st.sessions.contains_key(session_id) {
-        return Err(ApiError::NotFound("session".into()));
+        return Err(ApiError::NotFound("session".into()).into());
     }
     let mut entry = LogEntry::default();
     entry.delete(session_key(key, session_id));
@@ -336,14 +311,14 @@ async fn create_order(
     order: NewOrder,
     idem: Option<String>,
     now: Millis,
-) -> Result<OrderCreated, ApiError> {
+) -> Result<OrderCreated, ShardError> {
     st.active()?;
     let fingerprint = order.fingerprint();
     // `break_idempotency` is a test-only switch that breaks I5 on purpose (see `FaultsConfig`).
-    if let Some(k) = idem.as_ref().filter(|_| !ctx.settings.break_idempotency) {
+    if let Some(k) = idem.as_ref().filter(|_| !ctx.settings.breaks_idempotency()) {
         if let Some(seen) = ctx.store.get::<IdempotencyRecord>(ctx.shard, &idempotency_key(key, k))? {
             if seen.fingerprint != fingerprint {
-                return Err(ApiError::IdempotencyKeyReused);
+                return Err(ApiError::IdempotencyKeyReused.into());
             }
             // The order as it is now, which may have moved on since it was created.
             let existing = ctx.store.get::<OrderRecord>(ctx.shard, &order_key(&seen.order_id))?.ok_or_else(|| {
@@ -377,12 +352,7 @@ async fn create_order(
     Ok(OrderCreated { order: record, created: true })
 }
 
-fn list_orders(
-    ctx: &EntityCtx,
-    key: &str,
-    limit: usize,
-    cursor: Option<String>,
-) -> Result<(Vec<OrderRecord>, Option<String>), ApiError> {
+fn list_orders(ctx: &EntityCtx, key: &str, limit: usize, cursor: Option<String>) -> Result<OrderList, ShardError> {
     // One more than asked tells whether another page follows.
     let ids = ctx.store.scan_desc::<()>(ctx.shard, &order_index_prefix(key), cursor.as_deref(), limit + 1)?;
     let more = ids.len() > limit;
@@ -395,5 +365,5 @@ fn list_orders(
         orders.push(order);
     }
     let next = if more { orders.last().map(|o| o.id.clone()) } else { None };
-    Ok((orders, next))
+    Ok(OrderList { orders, next_cursor: next })
 }

@@ -151,7 +151,7 @@ async fn sign_up_per_shard(client: &reqwest::Client, base: &str, shards: u32) ->
             .context("register the failover users")?;
         registered += per_round;
         for user in round {
-            by_shard[actors::shard_of(&user.id, shards) as usize].push(user);
+            by_shard[playground_proto::shard_of(&user.id, shards) as usize].push(user);
         }
     }
     Ok(by_shard)

@@ -229,7 +229,7 @@ async fn sign_up_per_shard(api: &Api) -> Result<Vec<SignedIn>> {
             match user {
                 Ok(user) => {
                     signed += 1;
-                    by_shard[actors::shard_of(&user.id, SHARDS) as usize].get_or_insert(user);
+                    by_shard[playground_proto::shard_of(&user.id, SHARDS) as usize].get_or_insert(user);
                 }
                 Err(e) => last_error = Some(e),
             }
