@@ -6,10 +6,12 @@
 //! - `cluster`: a replicated cluster of node and gateway processes, each killable, freezable, restartable.
 //! - `proxy`: a fault proxy for one directed link: delay, jitter, black-hole, bandwidth, reset.
 //! - `client`: requests with JSON bodies, tokens and headers; responses with status, headers and body.
+//! - `common`: what the simulations and the benchmarks share: free ports, the git commit, order statistics.
 //! - `sim`: fault-injection scenarios: a seeded fault schedule, a recorded workload, checkers and a report.
 
 mod client;
 mod cluster;
+pub mod common;
 mod process;
 mod proxy;
 pub mod sim;

@@ -15,6 +15,7 @@ use clap::Args;
 use futures::{StreamExt, TryStreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use simulations::common::millis;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -239,10 +240,6 @@ async fn one_kill(
         failed_writes: round.failed,
     };
     Ok((row, Rejoin { victim, generation }))
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// When each shard first accepted a write, from a common start, and the failed attempts on the way.

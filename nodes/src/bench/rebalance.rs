@@ -15,16 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-
-use super::report::Table;
 use clap::Args;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use simulations::common::{git_commit, median, millis};
 use simulations::{Api, ProcessCluster, ADMIN_TOKEN};
 use tokio::time::Instant;
 
-use super::report::{median, ratio};
+use super::report::{ratio, Table};
 
 /// Nodes before the join; one more joins.
 const NODES: usize = 3;
@@ -563,10 +562,6 @@ async fn fetch_view(api: &Api) -> Result<View> {
     serde_json::from_str(&r.text).context("read the cluster view")
 }
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// Succeeded and failed requests that ended in `[from, to)`.
 fn window(events: &[Event], from: Duration, to: Duration) -> (u64, u64) {
     let inside = events.iter().filter(|e| e.at >= from && e.at < to);
@@ -945,12 +940,6 @@ fn write_report(report: &Report, out: &Path) -> Result<()> {
     std::fs::write(&md_path, report.to_markdown()).with_context(|| format!("write {}", md_path.display()))?;
     println!("\nwrote {} and {}", json_path.display(), md_path.display());
     Ok(())
-}
-
-fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
 }
 
 fn secs(ms: Option<f64>) -> String {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use simulations::common::{git_commit, median};
 
 use super::load::PhaseRun;
 use super::workload::Kind;
@@ -280,16 +281,6 @@ impl Failover {
     }
 }
 
-/// The middle of sorted `values`, or the mean of the two middle ones.
-pub fn median(sorted: &[f64]) -> Option<f64> {
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-    }
-}
-
 /// Everything a run found, with what is needed to compare it with another run.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -436,12 +427,6 @@ impl Report {
         }
         text
     }
-}
-
-fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
 }
 
 fn ms(v: Option<f64>) -> String {
