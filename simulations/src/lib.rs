@@ -2,7 +2,7 @@
 //! an HTTP client that speaks the API. The integration tests (`nodes/tests/`) drive the product only
 //! through these, as a user would.
 //!
-//! - `process`: start, kill -9, freeze and stop node and launcher processes.
+//! - `process`: start (with test or product settings), kill -9, freeze and stop node and launcher processes.
 //! - `cluster`: a replicated cluster of node and gateway processes, each killable, freezable, restartable.
 //! - `proxy`: a fault proxy for one directed link: delay, jitter, black-hole, bandwidth, reset.
 //! - `client`: requests with JSON bodies, tokens and headers; responses with status, headers and body.
@@ -18,5 +18,5 @@ pub mod sim;
 
 pub use client::{Api, Response};
 pub use cluster::{Member, ProcessCluster, ADMIN_TOKEN};
-pub use process::{eventually, NodeProcess, TestCluster};
+pub use process::{eventually, Launch, NodeProcess, Settings, TestCluster};
 pub use proxy::{Direction, FaultProxy, Faults};
