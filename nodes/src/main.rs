@@ -3,19 +3,20 @@
 //! - `up` (the default): a whole working cluster on this machine, as child processes it supervises.
 //! - `node`: one cluster node with its HTTP gateway.
 //! - `gateway`: one gateway, routing the HTTP API to the nodes.
-//! - `sim`: fault-injection scenarios with checkers and a report.
+//! - `sim`: fault-injection scenarios with checkers and a report (runs `playground-sim`).
 //! - `bench`: load benchmarks, each beside a bare-warp baseline measured in the same run.
 //! - `health`: a health check of a running process (for container health checks).
 //! - `admin`: operations on a running cluster (draining a node).
+//! - `lab`: `sim` and `bench` hand over to their own binaries, which are not linked into this one.
 
 mod admin;
 mod bench;
 mod health;
+mod lab;
 mod launcher;
 mod logging;
 mod node;
 mod settings;
-mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,8 +49,9 @@ enum Command {
     Node(NodeArgs),
     /// Run one gateway: the HTTP API, routed to the nodes of cluster.seeds.
     Gateway(NodeArgs),
-    /// Run a fault-injection scenario (or `all`, or `list`) with its checkers and report.
-    Sim(sim::SimArgs),
+    /// Run a fault-injection scenario (or `all`, or `list`) with its checkers and report; `sim --help`
+    /// lists its flags.
+    Sim(lab::LabArgs),
     /// Run the load benchmarks beside their baseline.
     Bench(bench::BenchArgs),
     /// GET /healthz (or /readyz) of a running process: exit 0 when it answers 2xx, else 1.
@@ -85,7 +87,7 @@ fn main() -> ExitCode {
         Command::Up(args) => launcher::run(args),
         Command::Node(args) => node::run(args, node::Kind::Node),
         Command::Gateway(args) => node::run(args, node::Kind::Gateway),
-        Command::Sim(args) => sim::run(args),
+        Command::Sim(args) => lab::run(lab::SIM, args),
         Command::Bench(args) => bench::run(args),
         Command::Health(args) => health::run(args),
         Command::Admin(args) => admin::run(args),

@@ -1,10 +1,27 @@
-//! Helpers the simulations and the benchmarks share, so that each exists once: free ports, the commit a
-//! report was made from, durations as milliseconds, and the order statistics of the reports.
+//! Helpers the simulations and the benchmarks share, so that each exists once: the product binary they
+//! run, free ports, the commit a report was made from, durations as milliseconds, and the order
+//! statistics of the reports.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+
+/// The `playground` binary a lab binary runs: `given` (its `--binary` flag), else the `playground` next
+/// to the running executable, where a build puts both.
+pub fn product_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    let binary = match given {
+        Some(path) => path,
+        None => std::env::current_exe().context("the path of this binary")?.with_file_name("playground"),
+    };
+    anyhow::ensure!(
+        binary.is_file(),
+        "no playground binary at {} (build it with `cargo build -p nodes`, or give --binary PATH)",
+        binary.display()
+    );
+    Ok(binary)
+}
 
 /// A free loopback port for a member's cluster listener, below Linux's ephemeral range (32768 and up): a
 /// port handed out by `bind(0)` and released could be taken by any outgoing connection before the member
