@@ -192,7 +192,7 @@ impl NodeProcess {
         let mut process = NodeProcess { child, lines, log, url: String::new() };
         match wait_for_line(&process.lines, ready, deadline) {
             Ok(url) => process.url = url,
-            Err(e) if process.log.is_some() => return Err(e.context(format!("its log ends:\n{}", process.log_tail()))),
+            Err(e) if process.log.is_some() => return Err(anyhow!("{e:#}; its log ends:\n{}", process.log_tail())),
             Err(e) => return Err(e),
         }
         Ok(process)

@@ -323,9 +323,7 @@ impl Report {
         Self {
             version: env!("CARGO_PKG_VERSION"),
             git_commit: git_commit(),
-            timestamp: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            timestamp: timestamp(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             topology,
             target,
@@ -427,6 +425,11 @@ impl Report {
         }
         text
     }
+}
+
+/// Now, in RFC 3339, UTC: when a report was made.
+pub fn timestamp() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn ms(v: Option<f64>) -> String {

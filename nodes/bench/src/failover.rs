@@ -6,7 +6,7 @@
 //! the gateway until its shard accepts one; the kill's figure is when the last shard did. The launcher
 //! restarts the killed node by itself, and the next kill waits for it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,8 +58,8 @@ pub struct FailoverArgs {
     pub argon2_memory_kib: Option<u32>,
 }
 
-pub fn run(args: FailoverArgs) -> Result<()> {
-    let cluster = ClusterProcess::start(args.argon2_memory_kib, Some(args.shards))?;
+pub fn run(args: FailoverArgs, binary: &Path) -> Result<()> {
+    let cluster = ClusterProcess::start(binary, args.argon2_memory_kib, Some(args.shards))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bench-client")
@@ -223,7 +223,7 @@ async fn one_kill(
     }
     let view = fetch_view(admin, base, cluster.admin_token()).await?;
     let (victim, led) = view.busiest_leader().context("no shard has a leader to kill")?;
-    let pids = cluster.node_processes()?;
+    let pids = cluster.node_processes();
     let pid = *pids.get(&victim).with_context(|| format!("no process of {victim} among {pids:?}"))?;
     let generation = cluster.listening(&victim).map_or(0, |l| l.generation);
     eprintln!("bench: failover: kill {n}: SIGKILL to {victim} (pid {pid}), which leads {led} shards");
