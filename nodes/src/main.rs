@@ -1,21 +1,22 @@
-//! `playground`: the one binary of Microservices Playground.
+//! `playground`: the product binary of Microservices Playground.
 //!
 //! - `up` (the default): a whole working cluster on this machine, as child processes it supervises.
 //! - `node`: one cluster node with its HTTP gateway.
 //! - `gateway`: one gateway, routing the HTTP API to the nodes.
-//! - `sim`: fault-injection scenarios with checkers and a report.
-//! - `bench`: load benchmarks, each beside a bare-warp baseline measured in the same run.
+//! - `sim`: fault-injection scenarios with checkers and a report (runs `playground-sim`).
+//! - `bench`: load benchmarks, each beside a bare-warp baseline measured in the same run (runs
+//!   `playground-bench`).
 //! - `health`: a health check of a running process (for container health checks).
 //! - `admin`: operations on a running cluster (draining a node).
+//! - `lab`: `sim` and `bench` hand over to their own binaries, which are not linked into this one.
 
 mod admin;
-mod bench;
 mod health;
+mod lab;
 mod launcher;
 mod logging;
 mod node;
 mod settings;
-mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,10 +49,11 @@ enum Command {
     Node(NodeArgs),
     /// Run one gateway: the HTTP API, routed to the nodes of cluster.seeds.
     Gateway(NodeArgs),
-    /// Run a fault-injection scenario (or `all`, or `list`) with its checkers and report.
-    Sim(sim::SimArgs),
-    /// Run the load benchmarks beside their baseline.
-    Bench(bench::BenchArgs),
+    /// Run a fault-injection scenario (or `all`, or `list`) with its checkers and report; `sim --help`
+    /// lists its flags.
+    Sim(lab::LabArgs),
+    /// Run the load benchmarks beside their baseline; `bench --help` lists its flags and benchmarks.
+    Bench(lab::LabArgs),
     /// GET /healthz (or /readyz) of a running process: exit 0 when it answers 2xx, else 1.
     Health(health::HealthArgs),
     /// Operations on a running cluster through its HTTP API, with the admin token.
@@ -110,8 +112,8 @@ fn main() -> ExitCode {
         Command::Up(args) => launcher::run(args),
         Command::Node(args) => node::run(args, node::Kind::Node),
         Command::Gateway(args) => node::run(args, node::Kind::Gateway),
-        Command::Sim(args) => sim::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Sim(args) => lab::run(lab::SIM, args),
+        Command::Bench(args) => lab::run(lab::BENCH, args),
         Command::Health(args) => health::run(args),
         Command::Admin(args) => admin::run(args),
     };

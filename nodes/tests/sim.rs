@@ -8,6 +8,18 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_playground");
 
+/// `playground sim` runs the `playground-sim` next to it: `cargo test --workspace` builds it, a test of
+/// this package alone does not.
+fn playground_sim_is_built() {
+    let sim = Path::new(BIN).with_file_name("playground-sim");
+    assert!(
+        sim.is_file(),
+        "{} is missing: `playground sim` runs it; build it with `cargo build -p simulations`, or run the tests \
+         with `cargo test --workspace`",
+        sim.display()
+    );
+}
+
 /// Runs `scenario` into `parent/scenario` and checks what it printed and wrote.
 fn sim(parent: &Path, scenario: &str, seed: u64, duration: u64) {
     let dir = parent.join(scenario);
@@ -44,6 +56,7 @@ fn sim(parent: &Path, scenario: &str, seed: u64, duration: u64) {
 /// One test, so that the clusters do not compete for the machine.
 #[test]
 fn baseline_kill_and_partition_scenarios_pass_and_a_broken_guarantee_fails() {
+    playground_sim_is_built();
     let sweep = tempfile::tempdir().expect("a temp dir");
     sim(sweep.path(), "baseline", 1, 8);
     sim(sweep.path(), "kill", 2, 10);
@@ -82,6 +95,7 @@ fn summary(dir: &Path) -> String {
 
 #[test]
 fn sim_lists_its_scenarios_and_refuses_unknown_ones() {
+    playground_sim_is_built();
     let list = Command::new(BIN).args(["sim", "list"]).output().expect("sim list");
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success());

@@ -1,7 +1,6 @@
 //! A replicated cluster of separate processes on loopback: nodes and gateways, each with its own
 //! configuration file, so that a test can kill, freeze and restart any one of them.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 
 use crate::client::Api;
+use crate::common::free_port;
 use crate::process::{eventually, NodeProcess};
 use crate::proxy::FaultProxy;
 
@@ -47,21 +47,6 @@ pub struct ProcessCluster {
     pub gateways: Vec<Member>,
     /// With [`ProcessCluster::start_proxied`]: one fault proxy per directed link (from, to, proxy).
     pub links: Vec<(String, String, FaultProxy)>,
-}
-
-/// A free port for a member's cluster listener, below Linux's ephemeral range (32768 and up): a port
-/// handed out by `bind(0)` and released could be taken by any outgoing connection before the member
-/// binds it, and many connections are opening while clusters start in parallel tests.
-fn free_port() -> Result<u16> {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    for _ in 0..200 {
-        let port = rng.gen_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn config_text(name: &str, dir: &Path, listen: u16, seeds: &[String], shards: u32) -> String {

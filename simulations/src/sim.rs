@@ -28,6 +28,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::ProcessCluster;
+use crate::common::{git_commit, nearest_rank};
 use check::Check;
 use history::{Event, History};
 pub use schedule::SCENARIOS;
@@ -222,13 +223,7 @@ impl Report {
 
 fn percentiles(mut ms: Vec<u64>) -> Percentiles {
     ms.sort_unstable();
-    let at = |q: f64| -> u64 {
-        if ms.is_empty() {
-            return 0;
-        }
-        let i = ((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1;
-        ms[i]
-    };
+    let at = |q: f64| nearest_rank(&ms, q).unwrap_or(0);
     Percentiles { count: ms.len(), p50_ms: at(0.50), p99_ms: at(0.99) }
 }
 
@@ -248,11 +243,6 @@ fn latency(events: &[Event]) -> BTreeMap<String, Percentiles> {
         by.entry("all".into()).or_default().push(ms);
     }
     by.into_iter().map(|(f, ms)| (f, percentiles(ms))).collect()
-}
-
-fn commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Guarantees a run can break on purpose (`--break`), to prove that the checkers fail: each names the
@@ -484,7 +474,7 @@ pub async fn run(
     let report = Report {
         scenario: scenario.to_owned(),
         seed,
-        commit: commit(),
+        commit: git_commit(),
         config,
         duration_ms: duration.as_millis() as u64,
         workload_started_at,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::Report;
+use crate::common::lower_median;
 
 /// Every `report.json` under `dir`, at any depth, in path order.
 pub fn find_reports(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -58,11 +59,6 @@ fn failed(r: &Report, check: &str) -> bool {
     r.checks.iter().any(|c| c.name == check && !c.passed)
 }
 
-fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v.get(v.len().saturating_sub(1) / 2).copied()
-}
-
 #[derive(Default)]
 struct Row {
     runs: usize,
@@ -98,8 +94,8 @@ impl Row {
     }
 
     fn line(&self, name: &str) -> String {
-        let pct = |v: &Vec<f64>| median(v.clone()).map_or("–".into(), |a| format!("{:.1} %", a * 100.0));
-        let ms = |v: &Vec<u64>| median(v.clone()).map_or("–".into(), |m| format!("{m} ms"));
+        let pct = |v: &Vec<f64>| lower_median(v.clone()).map_or("–".into(), |a| format!("{:.1} %", a * 100.0));
+        let ms = |v: &Vec<u64>| lower_median(v.clone()).map_or("–".into(), |m| format!("{m} ms"));
         format!(
             "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             self.runs,
@@ -150,16 +146,4 @@ pub fn markdown(reports: &[Report]) -> String {
     }
     let _ = writeln!(s, "{}", all.line("**all**"));
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians_pick_the_lower_middle() {
-        assert_eq!(median(vec![3, 1, 2]), Some(2));
-        assert_eq!(median(vec![4, 1, 3, 2]), Some(2));
-        assert_eq!(median::<u64>(vec![]), None);
-    }
 }

@@ -15,16 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-
-use super::report::Table;
 use clap::Args;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use simulations::common::{git_commit, median, millis};
 use simulations::{Api, ProcessCluster, ADMIN_TOKEN};
 use tokio::time::Instant;
 
-use super::report::{median, ratio};
+use super::report::{ratio, timestamp, Table};
 
 /// Nodes before the join; one more joins.
 const NODES: usize = 3;
@@ -72,13 +71,13 @@ pub struct RebalanceArgs {
     pub out: PathBuf,
 }
 
-pub fn run(args: RebalanceArgs) -> Result<()> {
+pub fn run(args: RebalanceArgs, binary: &Path) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bench-client")
         .build()
         .context("start the client runtime")?;
-    let report = runtime.block_on(measure(&args))?;
+    let report = runtime.block_on(measure(&args, binary))?;
     drop(runtime);
     write_report(&report, &args.out)?;
     let s = &report.summary;
@@ -102,8 +101,7 @@ pub fn run(args: RebalanceArgs) -> Result<()> {
     Ok(())
 }
 
-async fn measure(args: &RebalanceArgs) -> Result<Report> {
-    let binary = std::env::current_exe().context("find the playground binary")?;
+async fn measure(args: &RebalanceArgs, binary: &Path) -> Result<Report> {
     let moves = args.max_moves.map(|n| n.to_string());
     let env: Vec<(&str, &str)> = moves.iter().map(|n| ("PLAYGROUND_MAX_CONCURRENT_MOVES", n.as_str())).collect();
     let total = usize::try_from(args.runs).context("--runs")?;
@@ -111,7 +109,7 @@ async fn measure(args: &RebalanceArgs) -> Result<Report> {
     let mut runs = Vec::new();
     let mut aborted = None;
     for n in 1..=total {
-        match one_run(n, total, &binary, &env, deadline).await {
+        match one_run(n, total, binary, &env, deadline).await {
             Ok(row) => runs.push(row),
             Err(e) => {
                 aborted = Some(format!("run {n}: {e:#}"));
@@ -563,10 +561,6 @@ async fn fetch_view(api: &Api) -> Result<View> {
     serde_json::from_str(&r.text).context("read the cluster view")
 }
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// Succeeded and failed requests that ended in `[from, to)`.
 fn window(events: &[Event], from: Duration, to: Duration) -> (u64, u64) {
     let inside = events.iter().filter(|e| e.at >= from && e.at < to);
@@ -794,9 +788,7 @@ impl Report {
         Self {
             version: env!("CARGO_PKG_VERSION"),
             git_commit: git_commit(),
-            timestamp: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            timestamp: timestamp(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             nodes_before: NODES,
             shards: SHARDS,
@@ -945,12 +937,6 @@ fn write_report(report: &Report, out: &Path) -> Result<()> {
     std::fs::write(&md_path, report.to_markdown()).with_context(|| format!("write {}", md_path.display()))?;
     println!("\nwrote {} and {}", json_path.display(), md_path.display());
     Ok(())
-}
-
-fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
 }
 
 fn secs(ms: Option<f64>) -> String {

@@ -1,6 +1,8 @@
-//! `playground bench`: an open-loop HTTP load generator that measures each mix of API calls beside a bare
-//! warp handler driven by the same client code in the same run, so the figures read as "how far from what
-//! this machine can do at all" rather than as absolute numbers.
+//! `playground-bench`, what `playground bench` runs: an open-loop HTTP load generator that measures each
+//! mix of API calls beside a bare warp handler driven by the same client code in the same run, so the
+//! figures read as "how far from what this machine can do at all" rather than as absolute numbers. The
+//! product it measures is the `playground` next to this binary, or `--binary PATH`; the processes are
+//! started by the `simulations` harness.
 //!
 //! Per target and mix: a closed-loop saturation phase estimates the knee; open-loop phases then issue
 //! requests on a fixed schedule and measure latency from each request's intended send time, so a slow
@@ -14,7 +16,7 @@
 //!
 //! - `load`: the closed and open loops, and the latency histograms they fill.
 //! - `workload`: the mixes, their fixtures, and the baseline's one request.
-//! - `targets`: the baseline server and the node started as a child process.
+//! - `targets`: the baseline server, the node started as a child process, and how the product is started.
 //! - `cluster`: the cluster started as a child process, its members and its view.
 //! - `failover`: the failover benchmark.
 //! - `rebalance`: the rebalancing benchmark.
@@ -30,11 +32,13 @@ mod workload;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use simulations::common::product_binary;
 
 use load::PhaseRun;
 use report::{PhaseRow, Report};
@@ -52,6 +56,32 @@ const POOL_USERS: usize = 64;
 const ORDERS_PER_USER: usize = 4;
 /// Fractions of the saturation throughput the open-loop phases run at when `--rates` is not given.
 const DEFAULT_RATE_FRACTIONS: [f64; 3] = [0.25, 0.5, 0.75];
+
+#[derive(Parser)]
+#[command(
+    name = "playground-bench",
+    version,
+    about = "Load, failover and rebalancing benchmarks of playground, beside a bare-warp baseline"
+)]
+struct Cli {
+    /// The `playground` binary to measure (after `failover` or `rebalance`, when given) [default: the
+    /// `playground` next to this binary].
+    #[arg(long, value_name = "PATH", global = true)]
+    binary: Option<PathBuf>,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.bench, cli.binary) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("playground-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Flags of `playground bench`.
 #[derive(Args, Clone, Debug)]
@@ -198,25 +228,31 @@ fn sorted_union(plans: &[Vec<f64>]) -> Vec<f64> {
     all
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+/// Runs the benchmark `args` ask for against the product `binary` [default: see [`product_binary`]].
+fn run(args: BenchArgs, binary: Option<PathBuf>) -> Result<()> {
     match args.command {
-        Some(BenchCommand::Failover(failover)) => return failover::run(failover),
-        Some(BenchCommand::Rebalance(rebalance)) => return rebalance::run(rebalance),
+        Some(BenchCommand::Failover(failover)) => return failover::run(failover, &product_binary(binary)?),
+        Some(BenchCommand::Rebalance(rebalance)) => return rebalance::run(rebalance, &product_binary(binary)?),
         None => {}
     }
     if args.target.is_some() && args.topology != Topology::Single {
         bail!("--target measures a gateway that is already running; it goes only with --topology single");
     }
+    // With --target, this command starts no product process, so it needs no product binary.
+    let binary = match args.target {
+        None => Some(product_binary(binary)?),
+        Some(_) => None,
+    };
     // The baseline and the products each get their own runtime or processes, so that none of them shares
     // the client's scheduler; all of them still share this machine's cores, which the report says.
     let baseline = targets::Baseline::start()?;
-    let node = match (&args.target, args.topology.single()) {
-        (None, true) => Some(targets::NodeProcess::start(args.argon2_memory_kib)?),
+    let node = match (&binary, args.topology.single()) {
+        (Some(binary), true) => Some(targets::NodeProcess::start(binary, args.argon2_memory_kib)?),
         _ => None,
     };
-    let cluster = match args.topology.cluster() {
-        true => Some(cluster::ClusterProcess::start(args.argon2_memory_kib, None)?),
-        false => None,
+    let cluster = match (&binary, args.topology.cluster()) {
+        (Some(binary), true) => Some(cluster::ClusterProcess::start(binary, args.argon2_memory_kib, None)?),
+        _ => None,
     };
     let mut products: Vec<(&'static str, String)> = Vec::new();
     let mut described: Vec<String> = Vec::new();
@@ -428,7 +464,7 @@ mod tests {
         assert!(parse(&["--connections", "0"]).is_err());
         // The memory setting only reaches a node this command starts.
         assert!(parse(&["--target", "http://127.0.0.1:1", "--argon2-memory-kib", "1024"]).is_err());
-        assert!(run(parse(&["--target", "http://127.0.0.1:1", "--topology", "both"]).unwrap()).is_err());
+        assert!(run(parse(&["--target", "http://127.0.0.1:1", "--topology", "both"]).unwrap(), None).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use simulations::common::{git_commit, median};
 
 use super::load::PhaseRun;
 use super::workload::Kind;
@@ -280,16 +281,6 @@ impl Failover {
     }
 }
 
-/// The middle of sorted `values`, or the mean of the two middle ones.
-pub fn median(sorted: &[f64]) -> Option<f64> {
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-    }
-}
-
 /// Everything a run found, with what is needed to compare it with another run.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -332,9 +323,7 @@ impl Report {
         Self {
             version: env!("CARGO_PKG_VERSION"),
             git_commit: git_commit(),
-            timestamp: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            timestamp: timestamp(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             topology,
             target,
@@ -438,10 +427,9 @@ impl Report {
     }
 }
 
-fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
+/// Now, in RFC 3339, UTC: when a report was made.
+pub fn timestamp() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn ms(v: Option<f64>) -> String {

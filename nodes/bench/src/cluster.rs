@@ -1,21 +1,22 @@
-//! A replicated cluster on this machine, started the way a user starts one: this binary's
-//! `up --nodes 3 --gateways 1` on a fresh data folder. The guard stops it with SIGTERM to the launcher
-//! (which stops its children) and deletes the folder, on success and on error alike.
+//! A replicated cluster on this machine, started the way a user starts one: the product's
+//! `up --nodes 3 --gateways 1` on a fresh data folder, through the harness. The guard stops it with
+//! SIGTERM to the launcher (which stops its children) and deletes the folder, on success and on error
+//! alike.
 //!
 //! Also what the failover benchmark needs to see inside it: which process is which member (the
 //! launcher's children, named by the folder of their `--config`), and the cluster view.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde::Deserialize;
+use simulations::NodeProcess;
+use tempfile::TempDir;
+
+use super::targets::product_launch;
 
 /// Node processes of the measured cluster: the smallest that keeps every shard writable when one dies.
 pub const NODES: usize = 3;
@@ -23,8 +24,6 @@ pub const NODES: usize = 3;
 const STARTUP_LIMIT: Duration = Duration::from_secs(90);
 /// The launcher stops the gateway, then the nodes, each with up to 15 s of grace.
 const STOP_LIMIT: Duration = Duration::from_secs(45);
-/// How much of the cluster's log an error quotes.
-const LOG_TAIL_BYTES: u64 = 4096;
 
 /// The last time a member's process announced its HTTP address, and how many times it has so far.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,9 +34,9 @@ pub struct Listening {
 
 /// `playground up --nodes 3 --gateways 1` on 127.0.0.1:0 and a fresh temporary folder.
 pub struct ClusterProcess {
-    child: Child,
-    dir: PathBuf,
-    url: String,
+    // Fields drop in order: the launcher and its children are gone before their folder is removed.
+    launcher: NodeProcess,
+    _dir: TempDir,
     admin_token: String,
     listening: Arc<Mutex<HashMap<String, Listening>>>,
 }
@@ -45,66 +44,54 @@ pub struct ClusterProcess {
 impl ClusterProcess {
     /// Starts the cluster and returns once its gateway listens; `/readyz` is the caller's to wait for.
     /// `shards` overrides the product's shard count, `argon2_memory_kib` its password hashing memory.
-    pub fn start(argon2_memory_kib: Option<u32>, shards: Option<u32>) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "playground-bench-cluster-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let child = match spawn(&dir, argon2_memory_kib, shards) {
-            Ok(child) => child,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
-            }
-        };
-        // From here on the guard owns the launcher and the folder, so every error below cleans both up.
+    pub fn start(binary: &Path, argon2_memory_kib: Option<u32>, shards: Option<u32>) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("playground-bench-cluster-")
+            .tempdir()
+            .context("create the cluster's folder")?;
+        let (data, nodes) = (dir.path().join("data"), NODES.to_string());
+        let args = [
+            "up".as_ref(),
+            "--nodes".as_ref(),
+            nodes.as_ref(),
+            "--gateways".as_ref(),
+            "1".as_ref(),
+            "--http".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ];
         let listening = Arc::new(Mutex::new(HashMap::new()));
-        let mut cluster = Self { child, dir, url: String::new(), admin_token: String::new(), listening };
-        let stdout = cluster.child.stdout.take().context("the launcher's stdout was not piped")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let seen = Arc::clone(&cluster.listening);
-        std::thread::spawn(move || {
-            let mut ready = Some(tx);
-            // Keep reading until the launcher exits, so it never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some((name, url)) = parse_listening(&line) {
+        let seen = Arc::clone(&listening);
+        let mut launch = product_launch(&dir.path().join("cluster.log"), argon2_memory_kib)
+            .deadline(STARTUP_LIMIT)
+            .on_line(move |line| {
+                if let Some((name, url)) = parse_listening(line) {
                     let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
                     let entry = seen.entry(name.to_owned()).or_insert(Listening { generation: 0, url: String::new() });
                     entry.generation += 1;
                     entry.url = url.to_owned();
                 }
-                if let Some(url) = parse_gateway_ready(&line) {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(url.to_owned());
-                    }
-                }
-            }
-        });
-        let url = match rx.recv_timeout(STARTUP_LIMIT) {
-            Ok(url) => url,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                bail!("the cluster exited before its gateway listened; its log ends:\n{}", cluster.log_tail())
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => bail!(
-                "the cluster's gateway did not listen within {STARTUP_LIMIT:?}; its log ends:\n{}",
-                cluster.log_tail()
-            ),
-        };
-        cluster.url = url.trim_end_matches('/').to_owned();
-        let token_path = cluster.dir.join("data").join("admin.token");
+            });
+        if let Some(shards) = shards {
+            launch = launch.env("PLAYGROUND_SHARDS", &shards.to_string());
+        }
+        let launcher = NodeProcess::launch(binary, args, "gateway-1: gateway ready at ", launch)
+            .context("start the cluster (playground up)")?;
+        // From here on the guard owns the launcher and the folder, so every error below cleans both up.
+        let mut cluster = Self { launcher, _dir: dir, admin_token: String::new(), listening };
+        cluster.launcher.url = cluster.launcher.url.trim_end_matches('/').to_owned();
+        let token_path = data.join("admin.token");
         cluster.admin_token = std::fs::read_to_string(&token_path)
             .with_context(|| format!("read the cluster's admin token {}", token_path.display()))?
             .trim()
             .to_owned();
-        eprintln!("bench: started a {NODES}-node cluster, gateway at {}", cluster.url);
+        eprintln!("bench: started a {NODES}-node cluster, gateway at {}", cluster.url());
         Ok(cluster)
     }
 
     pub fn url(&self) -> &str {
-        &self.url
+        &self.launcher.url
     }
 
     pub fn admin_token(&self) -> &str {
@@ -117,90 +104,22 @@ impl ClusterProcess {
     }
 
     /// The launcher's node processes by member name (`node-1` → pid); gateways are left out.
-    pub fn node_processes(&self) -> Result<HashMap<String, i32>> {
-        let launcher = i32::try_from(self.child.id()).context("the launcher's pid")?;
-        Ok(members_of(launcher).into_iter().filter(|(name, _)| name.starts_with("node-")).collect())
+    pub fn node_processes(&self) -> HashMap<String, i32> {
+        self.launcher.members().into_iter().filter(|(name, _)| name.starts_with("node-")).collect()
     }
 
     pub fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = std::fs::File::open(self.dir.join("cluster.log")) {
-            let len = file.metadata().map_or(0, |m| m.len());
-            let _ = file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
-            let mut bytes = Vec::new();
-            let _ = file.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        text
+        self.launcher.log_tail()
     }
-}
-
-fn spawn(dir: &Path, argon2_memory_kib: Option<u32>, shards: Option<u32>) -> Result<Child> {
-    let (data, nodes) = (dir.join("data"), NODES.to_string());
-    let args = [
-        "up".as_ref(),
-        "--nodes".as_ref(),
-        nodes.as_ref(),
-        "--gateways".as_ref(),
-        "1".as_ref(),
-        "--http".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--data-dir".as_ref(),
-        data.as_os_str(),
-    ];
-    let mut cmd = super::targets::product_command(&args, &dir.join("cluster.log"), argon2_memory_kib)?;
-    if let Some(shards) = shards {
-        cmd.env("PLAYGROUND_SHARDS", shards.to_string());
-    }
-    cmd.spawn().context("start the cluster (playground up)")
 }
 
 impl Drop for ClusterProcess {
     fn drop(&mut self) {
-        let launcher = i32::try_from(self.child.id()).ok();
-        if !super::targets::stop_gracefully(&mut self.child, STOP_LIMIT) {
+        // The harness kills what is still running, the launcher's children first, once `launcher` drops.
+        if self.launcher.terminate(STOP_LIMIT).is_err() {
             eprintln!("bench: the cluster did not stop within {STOP_LIMIT:?}; killing it");
-            // Killing the launcher alone would leave its children running without it.
-            for (_, pid) in launcher.map(members_of).unwrap_or_default() {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!("bench: could not remove {}: {e}", self.dir.display());
         }
     }
-}
-
-/// The launcher's children, by the member name their command line gives.
-fn members_of(launcher: i32) -> Vec<(String, i32)> {
-    let mut pids: Vec<i32> = Vec::new();
-    // Each thread lists the children it started; the launcher's runtime may start them from any.
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{launcher}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                pids.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-            }
-        }
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    pids.into_iter()
-        .filter_map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            Some((member_name(&cmdline)?, pid))
-        })
-        .collect()
-}
-
-/// `node-2` from the command line `playground node --config …/node-2/node.toml` (NUL-separated).
-fn member_name(cmdline: &[u8]) -> Option<String> {
-    let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
-    args.by_ref().find(|a| a == "--config")?;
-    let config = args.next()?;
-    let folder = Path::new(config.as_ref()).parent()?.file_name()?;
-    Some(folder.to_string_lossy().into_owned())
 }
 
 /// `("node-2", url)` from the launcher's `node-2: node listening at http://…`.
@@ -208,13 +127,6 @@ fn parse_listening(line: &str) -> Option<(&str, &str)> {
     let (name, rest) = line.split_once(": ")?;
     let url = rest.strip_prefix("node listening at ").or_else(|| rest.strip_prefix("gateway ready at "))?;
     Some((name, url.trim()))
-}
-
-/// The URL of `gateway-1: gateway ready at http://…`.
-fn parse_gateway_ready(line: &str) -> Option<&str> {
-    let (name, rest) = line.split_once(": ")?;
-    (name == "gateway-1").then_some(())?;
-    Some(rest.strip_prefix("gateway ready at ")?.trim())
 }
 
 /// The parts of `GET /v1/cluster` the benchmarks read.
@@ -290,23 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn members_are_named_by_their_config_folder() {
-        let node = b"/x/playground\0node\0--config\0/tmp/d/data/node-2/node.toml\0";
-        assert_eq!(member_name(node).as_deref(), Some("node-2"));
-        let gateway = b"playground\0gateway\0--config\0/tmp/d/data/gateway-1/gateway.toml\0";
-        assert_eq!(member_name(gateway).as_deref(), Some("gateway-1"));
-        assert_eq!(member_name(b"playground\0up\0--nodes\x003\0"), None);
-        assert_eq!(member_name(b"playground\0node\0--config\0"), None);
-    }
-
-    #[test]
     fn launcher_lines_are_parsed() {
-        assert_eq!(
-            parse_gateway_ready("gateway-1: gateway ready at http://127.0.0.1:4000"),
-            Some("http://127.0.0.1:4000")
-        );
-        assert_eq!(parse_gateway_ready("gateway-2: gateway ready at http://127.0.0.1:4001"), None);
-        assert_eq!(parse_gateway_ready("node-1: node listening at http://127.0.0.1:4002"), None);
         assert_eq!(
             parse_listening("node-3: node listening at http://127.0.0.1:4002"),
             Some(("node-3", "http://127.0.0.1:4002"))

@@ -6,7 +6,7 @@
 //! the gateway until its shard accepts one; the kill's figure is when the last shard did. The launcher
 //! restarts the killed node by itself, and the next kill waits for it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use clap::Args;
 use futures::{StreamExt, TryStreamExt};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use simulations::common::millis;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -57,8 +58,8 @@ pub struct FailoverArgs {
     pub argon2_memory_kib: Option<u32>,
 }
 
-pub fn run(args: FailoverArgs) -> Result<()> {
-    let cluster = ClusterProcess::start(args.argon2_memory_kib, Some(args.shards))?;
+pub fn run(args: FailoverArgs, binary: &Path) -> Result<()> {
+    let cluster = ClusterProcess::start(binary, args.argon2_memory_kib, Some(args.shards))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bench-client")
@@ -222,7 +223,7 @@ async fn one_kill(
     }
     let view = fetch_view(admin, base, cluster.admin_token()).await?;
     let (victim, led) = view.busiest_leader().context("no shard has a leader to kill")?;
-    let pids = cluster.node_processes()?;
+    let pids = cluster.node_processes();
     let pid = *pids.get(&victim).with_context(|| format!("no process of {victim} among {pids:?}"))?;
     let generation = cluster.listening(&victim).map_or(0, |l| l.generation);
     eprintln!("bench: failover: kill {n}: SIGKILL to {victim} (pid {pid}), which leads {led} shards");
@@ -239,10 +240,6 @@ async fn one_kill(
         failed_writes: round.failed,
     };
     Ok((row, Rejoin { victim, generation }))
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// When each shard first accepted a write, from a common start, and the failed attempts on the way.

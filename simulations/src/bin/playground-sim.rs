@@ -1,39 +1,59 @@
-//! `playground sim`: fault-injection scenarios against a cluster of this very binary (see the
-//! `simulations` crate). Exits non-zero on any violation.
+//! `playground-sim`, what `playground sim` runs: fault-injection scenarios against a cluster of
+//! `playground` processes (see the `simulations` crate). Exits non-zero on any violation.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::Parser;
+use simulations::common::product_binary;
 use simulations::sim::{self, summary, SCENARIOS};
 
-#[derive(Args, Debug)]
-pub struct SimArgs {
+#[derive(Parser, Debug)]
+#[command(
+    name = "playground-sim",
+    version,
+    about = "Fault-injection scenarios against a real cluster of playground processes, with checkers and a report"
+)]
+struct SimArgs {
     /// A scenario, `all` to run every one, `list` to list them, or `summary DIR...` to summarize the
     /// reports of earlier runs (a sweep) as a Markdown table.
     #[arg(value_name = "SCENARIO")]
-    pub scenario: String,
+    scenario: String,
     /// With `summary`: the folders whose `report.json` files (at any depth) it summarizes.
     #[arg(value_name = "DIR")]
-    pub dirs: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
     /// Seed of the fault schedule and the workload; the same seed replays the same schedule.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    seed: u64,
     /// Where the history and the report go (with `all`, one folder per scenario under it)
     /// [default: sim-results/SCENARIO-seed-N].
     #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    out: Option<PathBuf>,
     /// Length of the workload, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
-    pub duration: u64,
+    duration: u64,
     /// Test-only: start the cluster with a guarantee broken on purpose (`idempotency`), to prove that
     /// the checkers catch it; such a run must fail.
     #[arg(long = "break", value_name = "GUARANTEE", value_parser = ["idempotency"])]
-    pub breaks: Vec<String>,
+    breaks: Vec<String>,
+    /// The `playground` binary the cluster runs [default: the `playground` next to this binary].
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
 }
 
-pub fn run(args: SimArgs) -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match run(SimArgs::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("playground-sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: SimArgs) -> anyhow::Result<()> {
     if args.scenario == "list" {
         for (name, what) in SCENARIOS {
             println!("{name:<10} {what}");
@@ -54,8 +74,12 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         );
         vec![args.scenario.as_str()]
     };
-    let binary = std::env::current_exe().context("the path of this binary")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let binary = product_binary(args.binary)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
     let duration = Duration::from_secs(args.duration.max(1));
     let (mut passed, mut failed) = (0, 0);
     for scenario in &scenarios {

@@ -1,0 +1,59 @@
+//! A data directory written by an earlier version opens and serves unchanged: `fixtures/data-dir-v1.tar.gz`
+//! was made by the version before the wire and disk types moved into their own crate
+//! (`fixtures/make-data-dir.sh`, which printed the token and order ids below). The session it issued still
+//! authenticates, the orders read back as they were left, the idempotency key still deduplicates, and the
+//! password still logs in.
+
+use std::path::Path;
+use std::process::Command;
+
+use simulations::{Api, NodeProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_playground");
+const TOKEN: &str =
+    "pg1.01M8VVPAEP1M5B26R2ND325SWQ.01M8VVPAFJQ0T9R99GK0P3YAH9.SF7i0C3kJDr47mkCkIpk7IQjQQce5ZRh-cQqJk_qQHk";
+const PAID: &str = "01M8VVPAP4GB6TYN5MZSXG8VVG";
+const KEYED: &str = "01M8VVPAWJ3YAWCMTN7QTRJGF3";
+
+fn unpack(into: &Path) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-dir-v1.tar.gz");
+    let status = Command::new("tar").arg("-xzf").arg(&fixture).arg("-C").arg(into).status().expect("tar runs");
+    assert!(status.success(), "unpack {}", fixture.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_the_previous_version_opens_and_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    unpack(dir.path());
+    let env = [("PLAYGROUND_SHARDS", "8")];
+    let mut node = NodeProcess::start(BIN.as_ref(), dir.path(), &env).expect("the node opens the old directory");
+    for round in ["opened", "restarted"] {
+        let api = Api::new(&node.url);
+        let paid = api.get(&format!("/v1/orders/{PAID}"), Some(TOKEN)).await.expect("get");
+        assert_eq!(paid.status, 200, "{round}: the old session reads the paid order: {}", paid.text);
+        let paid = paid.json();
+        assert_eq!((paid["status"].as_str(), paid["version"].as_u64()), (Some("paid"), Some(2)), "{round}");
+        assert_eq!(paid["items"][0]["sku"], "OLD-1");
+        assert_eq!(paid["total_cents"], 2500);
+        let history: Vec<&str> =
+            paid["history"].as_array().expect("history").iter().filter_map(|h| h["status"].as_str()).collect();
+        assert_eq!(history, vec!["pending", "paid"], "{round}");
+
+        let body = serde_json::json!({"items": [{"sku": "OLD-2", "quantity": 1, "unit_price_cents": 500}]});
+        let key = [("idempotency-key", "compat-key")];
+        let again =
+            api.send(reqwest::Method::POST, "/v1/orders", Some(TOKEN), Some(&body), &key).await.expect("repeat");
+        assert_eq!(again.json()["id"], KEYED, "{round}: the old idempotency key still names its order: {}", again.text);
+
+        let session = api.get("/v1/sessions/current", Some(TOKEN)).await.expect("session");
+        let user_id = session.json()["user_id"].as_str().expect("user id").to_owned();
+        let list = api.get(&format!("/v1/users/{user_id}/orders"), Some(TOKEN)).await.expect("list").json();
+        let ids: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|o| o["id"].as_str()).collect();
+        assert_eq!(ids.len(), 2, "{round}: the two orders and no more: {ids:?}");
+        api.login("compat@example.com", "correct horse battery").await.expect("the old password logs in");
+        if round == "opened" {
+            node.terminate(std::time::Duration::from_secs(15)).expect("stops");
+            node = NodeProcess::start(BIN.as_ref(), dir.path(), &env).expect("starts again");
+        }
+    }
+}
