@@ -152,7 +152,7 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
     init_process(config);
     let shards = config.cluster.shards;
     let me = config.node.id.clone();
-    control_plane::metrics::init(&me);
+    control_plane::metrics::init_node(&me);
     let members = members(config);
     let dir = config.node.data_dir.join("store");
     let store = Store::open(&dir, shards)
@@ -230,6 +230,7 @@ fn store_err(e: StoreError) -> StartError {
 fn init_process(config: &Config) {
     crate::metrics::init();
     shardlog::metrics::init();
+    control_plane::metrics::init();
     #[cfg(feature = "failpoints")]
     {
         let faults = &config.faults;

@@ -141,11 +141,13 @@ fn the_document_lists_every_error_code_with_its_status_and_title() {
     }
 }
 
-/// Every object in `value` that looks like a problem body (it has `code`, `status` and `title`).
+/// Every object in `value` that looks like a problem body (a string `code`, a number `status`, a string
+/// `title`), which leaves out the schema that describes them.
 fn collect_problems<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
     match value {
         Value::Object(map) => {
-            if map.contains_key("code") && map.contains_key("status") && map.contains_key("title") {
+            let is = |key: &str, kind: fn(&Value) -> bool| map.get(key).is_some_and(kind);
+            if is("code", Value::is_string) && is("status", Value::is_u64) && is("title", Value::is_string) {
                 out.push(value);
             }
             map.values().for_each(|v| collect_problems(v, out));

@@ -1,4 +1,4 @@
-//! Users through the public HTTP API of a real node: every route and error code of design/API.md.
+//! Users through the public HTTP API of a real node: every route and error code of docs/api.md.
 
 use reqwest::Method;
 use serde_json::json;

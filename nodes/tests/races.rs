@@ -1,4 +1,4 @@
-//! The races of design/API.md, run concurrently against a real node: one email, one idempotency key,
+//! The races of docs/api.md, run concurrently against a real node: one email, one idempotency key,
 //! one order with two actions. Each must have exactly one winner.
 
 use std::collections::HashSet;

@@ -76,13 +76,18 @@ pub fn moves_done(n: usize, took: std::time::Duration) {
     MOVE_SECONDS.observe(took.as_secs_f64());
 }
 
-/// Touches every metric so that each appears in `/metrics` from the start, at zero; `node` is this
-/// node's name.
-pub fn init(node: &str) {
+/// Touches every metric so that each appears in `/metrics` from the start, at zero, on every process.
+pub fn init() {
     LazyLock::force(&MOVES_IN_PROGRESS);
     LazyLock::force(&MOVES);
     LazyLock::force(&MOVE_SECONDS);
+    LazyLock::force(&REPLICAS_PER_NODE);
+    LazyLock::force(&LEADERS_PER_NODE);
     LazyLock::force(&UNDER_REPLICATED);
+}
+
+/// A node's own series, present from the start at zero so that dashboards find them on every node.
+pub fn init_node(node: &str) {
     REPLICAS_PER_NODE.with_label_values(&[node]);
     LEADERS_PER_NODE.with_label_values(&[node]);
 }

@@ -1,5 +1,5 @@
 //! The node's one remotable actor. Every remotable actor is proxied on every peer (about 10 KB each,
-//! FACTS.md), so a node has exactly one: it answers the failure detector's pings and hands each call to
+//! measured), so a node has exactly one: it answers the failure detector's pings and hands each call to
 //! the [`CallHandler`] on a task of its own, so that a slow call never holds up the next one or a ping.
 //!
 //! Peers find it through the pg group [`group_of`]`(node id)`, which ractor_cluster mirrors to every

@@ -1,7 +1,7 @@
 //! The NodeServer's sessions as this process sees them, kept from its session events.
 //!
 //! ractor_cluster reports sessions opening, authenticating and closing, but has no notion of a rejected
-//! cookie: `client_connect` returns `Ok` and the session just closes (FACTS.md). A session that closes
+//! cookie: `client_connect` returns `Ok` and the session just closes (seen with ractor_cluster 0.16.5). A session that closes
 //! after the peer's name was exchanged but before it authenticated, while no other session to that peer
 //! is up, is the signature of a cookie mismatch, so that is what gets reported.
 //!

@@ -116,7 +116,7 @@ pub fn transitions(orders: &BTreeMap<String, Vec<Value>>) -> Check {
     check("transitions", violations, format!("{n} orders, every history legal"))
 }
 
-/// I3: at most one registration acknowledged per email, and every email some client relied on registered.
+/// I3: at most one registration acknowledged per email.
 pub fn email_uniqueness(events: &[Event]) -> Check {
     let mut per_email: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for e in events.iter().filter(|e| e.f == "register") {

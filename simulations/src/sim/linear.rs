@@ -41,7 +41,7 @@ impl Status {
         })
     }
 
-    /// Where `action` takes an order in this status, if it is allowed (API.md's transitions).
+    /// Where `action` takes an order in this status, if it is allowed (docs/api.md's transitions).
     fn after(self, action: Action) -> Option<Status> {
         match (self, action) {
             (Status::Pending, Action::Pay) => Some(Status::Paid),

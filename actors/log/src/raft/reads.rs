@@ -2,7 +2,7 @@
 //! (`ensure_linearizable`: a heartbeat round to a quorum, then waiting until the state machine has
 //! applied everything committed before it). Checks are coalesced: the first waiter starts a round, and
 //! every check that arrives while it runs shares the next one, so a crowd of readers costs one quorum
-//! round per round trip instead of one each (FACTS.md: 54k → 740k reads/s). A check never rides a round
+//! round per round trip instead of one each (measured with 64 readers on 2 cores: 54k → 740k reads/s). A check never rides a round
 //! that started before it arrived, which is what linearizability needs.
 
 use std::time::Duration;
