@@ -43,6 +43,9 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Sent on every answer: no content of any kind may load, and no page may frame an answer.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub admin_token: Option<String>,
@@ -226,8 +229,9 @@ where
     };
     let response = respond(outcome, &rid, gw.config.retry_after_secs);
     let status = response.status().as_u16().to_string();
-    metrics::REQUESTS.with_label_values(&[method.as_str(), route, &status]).inc();
-    metrics::DURATION.with_label_values(&[method.as_str(), route]).observe(started.elapsed().as_secs_f64());
+    let method_label = metrics::method_label(&method);
+    metrics::REQUESTS.with_label_values(&[method_label, route, &status]).inc();
+    metrics::DURATION.with_label_values(&[method_label, route]).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -303,6 +307,10 @@ fn respond(outcome: Result<Answer, Problem>, rid: &str, retry_after: u32) -> war
         headers.insert(X_REQUEST_ID, v);
     }
     headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The API answers JSON and text only: nothing it sends may be sniffed into markup, run as script,
+    // or framed.
+    headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(http::header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     let (status, body) = match outcome {
         Ok(a) => {
             if !a.content_type.is_empty() {

@@ -57,10 +57,40 @@ pub static RATE_LIMITED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// The `method` label of a request: one of the methods HTTP defines, or `other`. A client picks the method
+/// it sends, so taking it as it came would let anyone add series to `/metrics` without bound.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    KNOWN.iter().find(|m| *m == method).map_or("other", |m| m.as_str())
+}
+
 pub fn init() {
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&REQUESTS);
     LazyLock::force(&DURATION);
     LazyLock::force(&IN_FLIGHT);
     LazyLock::force(&SHED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_come_from_a_closed_set() {
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
+        let made_up = http::Method::from_bytes(b"FROBNICATE").expect("a valid token");
+        assert_eq!(method_label(&made_up), "other");
+    }
 }

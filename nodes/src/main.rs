@@ -102,6 +102,9 @@ fn check_environment() -> Result<(), cluster_config::ConfigError> {
 }
 
 fn main() -> ExitCode {
+    // Everything this process creates (data directories, the store holding password hashes and session
+    // verifiers, secrets, child configs) is its owner's alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     if let Err(e) = check_environment() {
         eprintln!("playground: {e}");

@@ -249,3 +249,52 @@ async fn a_skewed_clock_shifts_the_timestamps_a_node_writes() {
         seconds.first()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let c = TestCluster::start(BIN.as_ref(), &[]).expect("node starts");
+    let api = Api::new(&c.node.url);
+    // Every series a made-up method could add is there after the first few.
+    for i in 0..5 {
+        let method = Method::from_bytes(format!("WARMUP{i}").as_bytes()).expect("a method token");
+        api.send(method, "/v1/orders", None, None, &[]).await.expect("answered");
+    }
+    // The first scrape adds its own route's series to the next one.
+    api.get("/metrics", None).await.expect("metrics");
+    let before = api.get("/metrics", None).await.expect("metrics").text.len();
+    for i in 0..500 {
+        let method = Method::from_bytes(format!("MADEUP{i}").as_bytes()).expect("a method token");
+        let answer = api.send(method, "/v1/orders", None, None, &[]).await.expect("answered");
+        assert_eq!(answer.status, 405, "a method the route does not take");
+    }
+    let after = api.get("/metrics", None).await.expect("metrics");
+    assert!(!after.text.contains("MADEUP"), "a made-up method became a label");
+    assert!(after.text.contains("method=\"other\""), "made-up methods are counted as other");
+    // Counters and histogram sums get longer as they count, by a few digits; a new method series would
+    // add over a kilobyte (a counter and a histogram of 14 buckets) each.
+    let grown = after.text.len().saturating_sub(before);
+    assert!(grown < 2048, "/metrics grew by {grown} bytes over 500 made-up methods");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_forbids_sniffing_and_framing() {
+    let c = TestCluster::start(BIN.as_ref(), &[]).expect("node starts");
+    let api = Api::new(&c.node.url);
+    let answers = [
+        api.get("/healthz", None).await.expect("healthz"),
+        api.get("/nowhere", None).await.expect("404"),
+        api.get("/v1/sessions/current", None).await.expect("401"),
+        api.send_raw(Method::POST, "/v1/users", None, Some("text/plain"), b"x".to_vec()).await.expect("415"),
+    ];
+    for answer in &answers {
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"), "{}", answer.status);
+        assert_eq!(
+            answer.header("content-security-policy"),
+            Some("default-src 'none'; frame-ancestors 'none'"),
+            "{}",
+            answer.status
+        );
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, vec![200, 404, 401, 415]);
+}

@@ -2,7 +2,7 @@
 //! was made by the version before the wire and disk types moved into their own crate
 //! (`fixtures/make-data-dir.sh`, which printed the token and order ids below). The session it issued still
 //! authenticates, the orders read back as they were left, the idempotency key still deduplicates, and the
-//! password still logs in.
+//! password still logs in. What it left readable by others is made its owner's alone.
 
 use std::path::Path;
 use std::process::Command;
@@ -21,12 +21,30 @@ fn unpack(into: &Path) {
     assert!(status.success(), "unpack {}", fixture.display());
 }
 
+/// Every folder under `dir` (itself included) is 0700 and every file 0600.
+fn assert_owner_only(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            assert_owner_only(&path);
+        } else {
+            let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_the_previous_version_opens_and_serves() {
     let dir = tempfile::tempdir().expect("tempdir");
     unpack(dir.path());
     let env = [("PLAYGROUND_SHARDS", "8")];
     let mut node = NodeProcess::start(BIN.as_ref(), dir.path(), &env).expect("the node opens the old directory");
+    // The old version left its store world-readable (0644); it holds password hashes and session verifiers.
+    assert_owner_only(dir.path());
     for round in ["opened", "restarted"] {
         let api = Api::new(&node.url);
         let paid = api.get(&format!("/v1/orders/{PAID}"), Some(TOKEN)).await.expect("get");
@@ -56,4 +74,15 @@ async fn a_data_directory_of_the_previous_version_opens_and_serves() {
             node = NodeProcess::start(BIN.as_ref(), dir.path(), &env).expect("starts again");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_data_directory_is_its_owners_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let node = NodeProcess::start(BIN.as_ref(), &data, &[]).expect("the node starts");
+    let api = Api::new(&node.url);
+    let (_, token) = api.signup("fresh@example.com").await.expect("signup");
+    api.create_order(&token, "NEW-1", None).await.expect("order");
+    assert_owner_only(&data);
 }

@@ -128,6 +128,7 @@ impl Store {
     /// metadata group's tree is opened beside the shards' (created empty in a store that predates it).
     pub fn open(dir: &Path, shards: u32) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+        restrict(dir).map_err(|e| StoreError::Io(format!("{}: cannot make it owner-only: {e}", dir.display())))?;
         let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
         match db.get(SHARDS_KEY)? {
             Some(v) => {
@@ -345,6 +346,34 @@ impl Store {
         })
         .await
     }
+}
+
+/// Makes the store's directory owner-only (0700) and every file in it 0600, as a store written before
+/// the process created its files owner-only may have left them: the store holds password hashes and
+/// session verifiers. Its parent, the node's data directory, goes 0700 too where this process may change
+/// it (a volume's mount point may belong to someone else, and then it stays as it is).
+fn restrict(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(dir: &Path) -> std::io::Result<()> {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(&entry.path())?;
+            } else if kind.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+        Ok(())
+    }
+    walk(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %parent.display(), error = %e, "the data directory stays as it is");
+        }
+    }
+    Ok(())
 }
 
 /// The tree of group `shard`'s raft log, vote and snapshot.
