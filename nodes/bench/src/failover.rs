@@ -309,18 +309,10 @@ async fn write_every_shard(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        failover: FailoverArgs,
-    }
-
     fn parse(args: &[&str]) -> Result<FailoverArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("failover").chain(args.iter().copied())).map(|c| c.failover)
+        crate::parse_flags("failover", args)
     }
 
     #[test]

@@ -399,21 +399,21 @@ async fn announce(target: &str, mix: &str, phase: &str, run: impl std::future::F
     run
 }
 
+/// Parses `args` as the flags of the command `name` takes, for the tests of each command's flags.
+#[cfg(test)]
+fn parse_flags<A: clap::Args + clap::FromArgMatches>(name: &'static str, args: &[&str]) -> Result<A, clap::Error> {
+    let command = A::augment_args(clap::Command::new(name));
+    let matches = command.try_get_matches_from(std::iter::once(name).chain(args.iter().copied()))?;
+    A::from_arg_matches(&matches)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        bench: BenchArgs,
-    }
-
     fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+        parse_flags("bench", args)
     }
 
     #[test]

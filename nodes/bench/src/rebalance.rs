@@ -950,18 +950,10 @@ fn times(v: Option<f64>) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        rebalance: RebalanceArgs,
-    }
-
     fn parse(args: &[&str]) -> Result<RebalanceArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("rebalance").chain(args.iter().copied())).map(|c| c.rebalance)
+        crate::parse_flags("rebalance", args)
     }
 
     #[test]
