@@ -180,11 +180,11 @@ impl Driver {
     async fn round(&self) {
         let Some(record) = self.control.cache.meta() else { return };
         if !self.checked_stale_drain.swap(true, Ordering::SeqCst) && record.draining.contains(&self.control.me) {
-            // A drain this node was in the middle of when it stopped: it was started again, so it is
-            // wanted; a drain asked of it from now on goes ahead.
-            if self.cancel_drain(&record).await {
-                return;
-            }
+            // A drain this node was in the middle of (or had finished) when it stopped: it was started
+            // again, so it is wanted; a drain asked of it from now on goes ahead. Until the cancel went
+            // through, the round does nothing else: seeing itself draining would make it leave.
+            self.cancel_drain(&record).await;
+            return;
         }
         if record.draining.contains(&self.control.me) {
             self.leaving.store(true, Ordering::SeqCst);
@@ -209,19 +209,16 @@ impl Driver {
         }
     }
 
-    /// Asks the metadata group's leader to stop draining this node; whether it did.
-    async fn cancel_drain(&self, record: &ClusterMeta) -> bool {
+    /// Asks the metadata group's leader to stop draining this node; if it cannot be reached, the next
+    /// round asks again.
+    async fn cancel_drain(&self, record: &ClusterMeta) {
         let op = ReplicaOp::Undrain { id: self.control.me.clone() };
         match to_metadata_leader(record, op, |node, op| async move { self.ask(&node, op, CALL_TIMEOUT).await }).await {
             Ok(Some(record)) => {
-                tracing::info!("restarted in the middle of a drain: draining no more");
+                tracing::info!("restarted after being drained: draining no more");
                 self.control.cache.offer(record);
-                true
             }
-            _ => {
-                self.checked_stale_drain.store(false, Ordering::SeqCst);
-                false
-            }
+            _ => self.checked_stale_drain.store(false, Ordering::SeqCst),
         }
     }
 
@@ -300,7 +297,7 @@ impl Driver {
         if moving.is_empty() {
             self.move_metadata_group(record).await;
             self.balance_leaders(record, &actual).await;
-            if !record.draining.is_empty() {
+            if record.drain_in_progress() {
                 self.forget_drained(&actual).await;
             }
         }
@@ -528,17 +525,27 @@ fn remove_members(record: &mut ClusterMeta, gone: &[String]) -> bool {
     record.members.len() != before
 }
 
+/// How many drained nodes that left the record keeps named (see [`ClusterMeta::left_by_drain`]): a
+/// drained node stops soon after it left, so only the latest few can still be running.
+const DRAINED_KEPT: usize = 16;
+
 /// Takes the drained members (draining, and holding no replica of any group any more, the metadata
-/// group's included) out of the record; whether any left.
+/// group's included) out of the members, keeping them named as drained; whether any left.
 fn remove_drained(record: &mut ClusterMeta, still_holding: &BTreeSet<String>) -> bool {
     let gone: Vec<String> = record
         .draining
         .iter()
+        .filter(|d| record.members.iter().any(|m| m.id == **d))
         .filter(|d| !still_holding.contains(*d) && !record.placement.iter().flatten().any(|r| r == *d))
         .cloned()
         .collect();
     record.members.retain(|m| !gone.contains(&m.id));
-    record.draining.retain(|d| !gone.contains(d));
+    let mut left: Vec<String> = record.draining.iter().filter(|d| record.left_by_drain(d)).cloned().collect();
+    if left.len() > DRAINED_KEPT {
+        // Beyond that, the first by name of those that left in earlier rounds are forgotten.
+        let forget: Vec<String> = left.drain(..left.len() - DRAINED_KEPT).filter(|d| !gone.contains(d)).collect();
+        record.draining.retain(|d| !forget.contains(d));
+    }
     !gone.is_empty()
 }
 
@@ -551,6 +558,8 @@ fn admit(record: &mut ClusterMeta, id: &str, addr: &str) -> bool {
             true
         }
         None => {
+            // A node drained before that asks to join has restarted: it is wanted again.
+            record.draining.retain(|d| d != id);
             record.members.push(MemberRecord { id: id.to_owned(), addr: addr.to_owned() });
             record.members.sort_by(|a, b| a.id.cmp(&b.id));
             true
@@ -597,6 +606,39 @@ mod tests {
         let ids: Vec<&str> = r.members.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, vec!["a", "b", "c", "d"]);
         assert_eq!(r.members[3].addr, "d:7200");
+    }
+
+    #[test]
+    fn a_drained_member_leaves_but_stays_named_until_it_joins_again() {
+        let mut r = record(&["a", "b", "c", "d"], 4);
+        assert!(start_draining(&mut r, "d", 3).expect("three others remain"));
+        for p in &mut r.placement {
+            p.retain(|id| id != "d");
+        }
+        let holding: BTreeSet<String> = ["d".to_owned()].into();
+        assert!(!remove_drained(&mut r, &holding), "a member still holding a replica stays");
+        assert!(r.drain_in_progress());
+        assert!(remove_drained(&mut r, &BTreeSet::new()));
+        assert!(!r.members.iter().any(|m| m.id == "d"));
+        assert!(r.left_by_drain("d"), "d, still running, must know it was drained: {r:?}");
+        assert!(!r.drain_in_progress());
+        assert!(!remove_drained(&mut r, &BTreeSet::new()), "nothing more to remove");
+        assert!(admit(&mut r, "d", "d:7100"), "d restarted and asks to join");
+        assert!(!r.left_by_drain("d") && r.draining.is_empty() && r.hosts().contains(&"d".to_owned()));
+    }
+
+    #[test]
+    fn only_the_latest_drained_nodes_stay_named() {
+        let mut r = record(&["a", "b", "c"], 2);
+        for i in 0..DRAINED_KEPT + 5 {
+            let id = format!("n{i:02}");
+            admit(&mut r, &id, "x:1");
+            assert!(start_draining(&mut r, &id, 3).expect("others remain"));
+            assert!(remove_drained(&mut r, &BTreeSet::new()));
+            assert!(r.left_by_drain(&id), "the one that just left is named: {:?}", r.draining);
+            assert!(r.draining.len() <= DRAINED_KEPT);
+        }
+        assert_eq!(r.members.len(), 3);
     }
 
     #[test]

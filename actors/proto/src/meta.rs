@@ -31,7 +31,9 @@ pub struct ClusterMeta {
     /// The replicas of each shard, preferred leader first; one list per shard.
     pub placement: Vec<Vec<String>>,
     /// Members being drained, sorted: they take no new replicas and give away what they hold, and leave
-    /// the members once they hold nothing.
+    /// the members once they hold nothing. A drained node stays named here after it left the members
+    /// (see [`ClusterMeta::left_by_drain`]), so that while it still runs it knows it was drained rather
+    /// than removed while away, and does not join again.
     pub draining: Vec<String>,
 }
 
@@ -80,6 +82,17 @@ impl ClusterMeta {
     /// The members that may hold replicas: all but the draining ones.
     pub fn hosts(&self) -> Vec<String> {
         self.members.iter().map(|m| m.id.clone()).filter(|id| !self.draining.contains(id)).collect()
+    }
+
+    /// Whether `id` was drained and has left the members: it holds nothing, and joins again only once
+    /// it restarts.
+    pub fn left_by_drain(&self, id: &str) -> bool {
+        self.draining.iter().any(|d| d == id) && !self.members.iter().any(|m| m.id == id)
+    }
+
+    /// Whether some member is being drained (as opposed to drained and gone).
+    pub fn drain_in_progress(&self) -> bool {
+        self.draining.iter().any(|d| self.members.iter().any(|m| m.id == *d))
     }
 
     /// Whether the record can describe a cluster of `shard_count` shards: a record from elsewhere that
