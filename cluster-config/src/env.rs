@@ -36,6 +36,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_RETRY_AFTER_SECS", "limits.retry_after_secs"),
     ("PLAYGROUND_RATE_LIMIT_PER_SECOND", "limits.rate_limit_per_second"),
     ("PLAYGROUND_RATE_LIMIT_BURST", "limits.rate_limit_burst"),
+    ("PLAYGROUND_TRUSTED_PROXIES", "http.trusted_proxies"),
+    ("PLAYGROUND_HEADER_READ_TIMEOUT", "http.header_read_timeout"),
+    ("PLAYGROUND_BODY_READ_TIMEOUT", "http.body_read_timeout"),
+    ("PLAYGROUND_MAX_CONNECTIONS", "http.max_connections"),
+    ("PLAYGROUND_H2_MAX_STREAMS", "http.h2_max_streams"),
     ("PLAYGROUND_LOG_FORMAT", "log.format"),
 ];
 
@@ -152,6 +157,14 @@ impl Config {
             "limits.retry_after_secs" => {
                 self.limits.retry_after_secs = parse_num(value, "an integer")?;
             }
+            "http.trusted_proxies" => {
+                self.http.trusted_proxies =
+                    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            }
+            "http.header_read_timeout" => self.http.header_read_timeout = duration_str::parse(value)?,
+            "http.body_read_timeout" => self.http.body_read_timeout = duration_str::parse(value)?,
+            "http.max_connections" => self.http.max_connections = parse_num(value, "an integer")?,
+            "http.h2_max_streams" => self.http.h2_max_streams = parse_num(value, "an integer")?,
             #[cfg(feature = "failpoints")]
             "faults.panic_injection" => self.faults.panic_injection = parse_bool(value)?,
             #[cfg(feature = "failpoints")]

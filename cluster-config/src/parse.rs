@@ -283,6 +283,8 @@ mod tests {
         c.security.admin_token = Some("admin-token-0123456789".into());
         c.security.argon2_memory_kib = 65536;
         c.limits.max_in_flight = 7;
+        c.http.trusted_proxies = vec!["10.0.0.0/8".into(), "::1".into()];
+        c.http.body_read_timeout = Duration::from_millis(2500);
         c.limits.request_timeout = Duration::from_millis(10);
         c.limits.entity_idle_timeout = Duration::from_secs(86_400);
         c.limits.retry_after_secs = 30;

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::model::{
-    Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, DEAD_MEMBER_TIMEOUT_RANGE,
-    ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, MAX_CONCURRENT_MOVES_RANGE,
+    Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, BODY_READ_TIMEOUT_RANGE,
+    DEAD_MEMBER_TIMEOUT_RANGE, ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, H2_MAX_STREAMS_RANGE,
+    HEADER_READ_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, MAX_CONCURRENT_MOVES_RANGE, MAX_CONNECTIONS_RANGE,
     MAX_IN_FLIGHT_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES, NODE_ID_MAX_LEN,
     RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE, REQUEST_TIMEOUT_RANGE,
     RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
@@ -70,6 +71,16 @@ impl Config {
         in_range(lim.rate_limit_per_second, &RATE_LIMIT_PER_SECOND_RANGE)
             .map_err(|m| err("limits.rate_limit_per_second", m))?;
         in_range(lim.rate_limit_burst, &RATE_LIMIT_BURST_RANGE).map_err(|m| err("limits.rate_limit_burst", m))?;
+        let http = &self.http;
+        for proxy in &http.trusted_proxies {
+            crate::model::parse_proxy(proxy).map_err(|m| err("http.trusted_proxies", m))?;
+        }
+        in_duration_range(http.header_read_timeout, &HEADER_READ_TIMEOUT_RANGE)
+            .map_err(|m| err("http.header_read_timeout", m))?;
+        in_duration_range(http.body_read_timeout, &BODY_READ_TIMEOUT_RANGE)
+            .map_err(|m| err("http.body_read_timeout", m))?;
+        in_range(http.max_connections, &MAX_CONNECTIONS_RANGE).map_err(|m| err("http.max_connections", m))?;
+        in_range(http.h2_max_streams, &H2_MAX_STREAMS_RANGE).map_err(|m| err("http.h2_max_streams", m))?;
         #[cfg(feature = "failpoints")]
         in_range(self.faults.clock_skew_ms, &crate::model::CLOCK_SKEW_MS_RANGE)
             .map_err(|m| err("faults.clock_skew_ms", m))?;
@@ -208,6 +219,12 @@ mod tests {
             ("limits.retry_after_secs", |c| c.limits.retry_after_secs = 0),
             ("limits.retry_after_secs", |c| c.limits.retry_after_secs = 3601),
             ("limits.rate_limit_burst", |c| c.limits.rate_limit_burst = 0),
+            ("http.trusted_proxies", |c| c.http.trusted_proxies = vec!["10.0.0.0/33".into()]),
+            ("http.trusted_proxies", |c| c.http.trusted_proxies = vec!["proxy.internal".into()]),
+            ("http.header_read_timeout", |c| c.http.header_read_timeout = Duration::from_millis(1)),
+            ("http.body_read_timeout", |c| c.http.body_read_timeout = Duration::from_secs(601)),
+            ("http.max_connections", |c| c.http.max_connections = 0),
+            ("http.h2_max_streams", |c| c.http.h2_max_streams = 0),
             ("cluster.max_concurrent_moves", |c| c.cluster.max_concurrent_moves = 0),
             ("cluster.advertise", |c| c.cluster.advertise = Some("no port".into())),
         ];

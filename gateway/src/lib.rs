@@ -2,23 +2,25 @@
 //!
 //! It holds no state of record: every call goes to [`actors::Cluster`]. Here live the things that are
 //! HTTP's alone: routing (`routes`), request bodies and their rules (`api`), the JSON views (`views`),
-//! problem+json errors (`problem`), request ids, the body limit, content types, `ETag`/`If-Match`, the
-//! bound on requests in flight, and the HTTP metrics (`metrics`). The handlers of each route are in
+//! problem+json errors (`problem`), request ids, the body limit and deadline, content types,
+//! `ETag`/`If-Match`, the bound on requests in flight, who the client is (`client_addr`), the listener's
+//! deadlines and bounds (`listener`), and the HTTP metrics (`metrics`). The handlers of each route are in
 //! `handlers`.
 //!
 //! Architecture invariant: the gateway never imports ractor, ractor_cluster, openraft or sled; it sees
 //! the cluster only through [`actors::Cluster`] and the types of `playground_proto`.
 
 mod api;
+mod client_addr;
 mod handlers;
+mod listener;
 mod metrics;
 mod problem;
 mod rate_limit;
 mod routes;
 mod views;
 
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,8 @@ use playground_proto::ErrorCode;
 use warp::filters::path::FullPath;
 use warp::Filter;
 
+pub use client_addr::TrustedProxies;
+pub use listener::serve;
 pub use problem::Problem;
 pub use routes::{match_route, RouteMatch, ROUTES};
 pub use views::rfc3339;
@@ -55,6 +59,10 @@ pub struct GatewayConfig {
     /// Requests per second allowed to one client address; 0 turns the limit off.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// The listener's deadlines and bounds.
+    pub http: cluster_config::HttpConfig,
+    /// Whose `Forwarded` / `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 pub struct Gateway {
@@ -73,15 +81,6 @@ impl Gateway {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    gateway: Arc<Gateway>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    warp::serve(filter(gateway)).incoming(listener).graceful(shutdown).run().await;
-}
-
 /// The whole API as one warp filter: one catch-all route, so that routing, 404, 405 and every error
 /// body are decided in one place rather than in warp's rejection handling.
 pub fn filter(
@@ -90,7 +89,7 @@ pub fn filter(
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::any()
         .map(move || gateway.clone())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<listener::Peer>())
         .and(warp::method())
         .and(warp::path::full())
         .and(query)
@@ -98,13 +97,13 @@ pub fn filter(
         .and(warp::body::stream())
         .then(
             |gw: Arc<Gateway>,
-             remote: Option<SocketAddr>,
+             peer: Option<listener::Peer>,
              method: Method,
              path: FullPath,
              query: String,
              headers: HeaderMap,
              body| async move {
-                let client = remote.map(|a| a.ip());
+                let client = peer.map(|listener::Peer(addr)| gw.config.trusted_proxies.client(addr, &headers));
                 handle(&gw, client, method, path.as_str(), query, headers, body).await
             },
         )
@@ -174,7 +173,26 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, Problem>
+/// The body, whole, within `deadline` (a client that sends it slower gets 408 and its connection
+/// closed).
+async fn read_body<S, B>(headers: &HeaderMap, body: S, deadline: Duration) -> Result<Bytes, Problem>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    match tokio::time::timeout(deadline, read_body_whole(headers, body)).await {
+        Ok(read) => read,
+        Err(_) => {
+            metrics::BODY_TIMEOUTS.inc();
+            Err(Problem::new(
+                ErrorCode::RequestTimeout,
+                format!("the request body did not arrive within {} ms", deadline.as_millis()),
+            ))
+        }
+    }
+}
+
+async fn read_body_whole<S, B>(headers: &HeaderMap, body: S) -> Result<Bytes, Problem>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
@@ -251,13 +269,26 @@ where
 {
     let api_call = m.template.starts_with("/v1/");
     if let (true, Some(limiter), Some(ip)) = (api_call, &gw.rate_limit, client) {
-        if let Err(wait) = limiter.check(ip, Instant::now()) {
+        if let Err(wait) = limiter.check(ip) {
             metrics::RATE_LIMITED.inc();
             let mut p = Problem::new(ErrorCode::RateLimited, "this client is over its request rate");
             p.retry_after = Some(wait);
             return Err(p);
         }
     }
+    // The body is read before a slot is taken: a client that sends it slowly holds its own
+    // connection only, never one of the slots every other request needs.
+    let body = if takes_body(m.method, m.template) {
+        if !is_json(&headers) {
+            return Err(Problem::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        read_body(&headers, body, gw.config.http.body_read_timeout).await?
+    } else {
+        Bytes::new()
+    };
     let _permit = if api_call {
         match gw.in_flight.try_acquire() {
             Ok(p) => Some(p),
@@ -271,17 +302,6 @@ where
     };
     metrics::IN_FLIGHT.inc();
     let _gauge = scopeguard(|| metrics::IN_FLIGHT.dec());
-    let body = if takes_body(m.method, m.template) {
-        if !is_json(&headers) {
-            return Err(Problem::new(
-                ErrorCode::UnsupportedMediaType,
-                "send the body as Content-Type: application/json",
-            ));
-        }
-        read_body(&headers, body).await?
-    } else {
-        Bytes::new()
-    };
     let req = Request { method: m.method, template: m.template, param: m.param, query, headers, body };
     // Each cluster call has its own timeout; this bounds a request made of several calls.
     let deadline = gw.config.request_timeout * 3;

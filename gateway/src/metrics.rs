@@ -75,7 +75,45 @@ pub fn method_label(method: &http::Method) -> &'static str {
     KNOWN.iter().find(|m| *m == method).map_or("other", |m| m.as_str())
 }
 
+pub static CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(IntGauge::new("playground_http_connections", "HTTP connections open now.").expect("valid metric"))
+});
+
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "playground_http_connections_refused_total",
+            "HTTP connections closed on accept because http.max_connections were open.",
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub static CONNECTION_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "playground_http_connection_errors_total",
+            "HTTP connections that ended with an error: malformed, reset, or too slow to send a request head.",
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub static BODY_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "playground_http_body_timeouts_total",
+            "Requests answered 408 because their body did not arrive within http.body_read_timeout.",
+        )
+        .expect("valid metric"),
+    )
+});
+
 pub fn init() {
+    LazyLock::force(&CONNECTIONS);
+    LazyLock::force(&CONNECTIONS_REFUSED);
+    LazyLock::force(&CONNECTION_ERRORS);
+    LazyLock::force(&BODY_TIMEOUTS);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&REQUESTS);
     LazyLock::force(&DURATION);

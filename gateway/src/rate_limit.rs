@@ -1,74 +1,86 @@
-//! Per-client rate limits: a token bucket per client address. Over the limit a client gets 429
-//! `rate_limited` with `Retry-After`; other clients are unaffected.
+//! Per-client rate limits: a GCRA bucket (`governor`) per client address. Over the limit a client gets
+//! 429 `rate_limited` with `Retry-After`; other clients are unaffected.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-/// Buckets kept at most; past it, full (idle) buckets are dropped, since a full bucket is the same as
-/// none. Bounds memory whatever the number of clients (I8).
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::Quota;
+
+/// Past this many clients, the state of those whose bucket has filled up again (the same as having
+/// none) is dropped: memory stays bounded whatever the number of addresses (I8).
 const MAX_CLIENTS: usize = 65_536;
-
-struct Bucket {
-    tokens: f64,
-    refreshed: Instant,
-}
+/// The sweep that drops them runs at most this often, so that a flood of new addresses does not make
+/// every request walk the whole table.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    limiter: governor::RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>,
+    clock: DefaultClock,
+    started: Instant,
+    /// Milliseconds after `started` of the last sweep.
+    swept_at: AtomicU64,
 }
 
 impl RateLimiter {
     /// `per_second` of 0 turns the limit off.
     pub fn new(per_second: u32, burst: u32) -> Option<Self> {
-        (per_second > 0).then(|| RateLimiter {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+        let rate = NonZeroU32::new(per_second)?;
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let clock = DefaultClock::default();
+        let limiter =
+            governor::RateLimiter::dashmap_with_clock(Quota::per_second(rate).allow_burst(burst), clock.clone());
+        Some(RateLimiter { limiter, clock, started: Instant::now(), swept_at: AtomicU64::new(0) })
+    }
+
+    /// Takes one request's worth for `client`: `Ok`, or `Err(seconds)` to wait before the next.
+    pub fn check(&self, client: IpAddr) -> Result<(), u32> {
+        self.sweep();
+        self.limiter.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            wait.as_secs_f64().ceil().max(1.0) as u32
         })
     }
 
-    /// Takes one token for `client`: `Ok`, or `Err(seconds)` until the next token.
-    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), u32> {
-        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
-        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(&client) {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.refreshed).as_secs_f64() * rate < burst);
+    /// How many clients have state.
+    #[cfg(test)]
+    fn clients(&self) -> usize {
+        self.limiter.len()
+    }
+
+    fn sweep(&self) {
+        if self.limiter.len() < MAX_CLIENTS {
+            return;
         }
-        let bucket = buckets.entry(client).or_insert(Bucket { tokens: self.burst, refreshed: now });
-        let elapsed = now.saturating_duration_since(bucket.refreshed).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
-        bucket.refreshed = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - bucket.tokens) / self.per_second).ceil().max(1.0) as u32)
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.swept_at.load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= SWEEP_EVERY.as_millis() as u64;
+        if due && self.swept_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
     fn a_client_gets_its_burst_then_its_rate() {
         let limiter = RateLimiter::new(10, 3).expect("on");
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip"));
-        let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limiter.check(a, t0).is_ok());
+            assert!(limiter.check(a).is_ok());
         }
-        assert_eq!(limiter.check(a, t0), Err(1));
-        assert!(limiter.check(b, t0).is_ok(), "other clients are unaffected");
-        assert!(limiter.check(a, t0 + Duration::from_millis(100)).is_ok(), "one token per 100 ms");
-        assert!(limiter.check(a, t0 + Duration::from_millis(100)).is_err());
+        assert_eq!(limiter.check(a), Err(1), "one more within the same instant waits for the next slot");
+        assert!(limiter.check(b).is_ok(), "other clients are unaffected");
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(limiter.check(a).is_ok(), "one request per 100 ms");
+        assert_eq!(limiter.clients(), 2);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub enum ErrorCode {
     InvalidTransition,
     CannotDrain,
     PreconditionFailed,
+    RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
@@ -36,7 +37,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documents and tests that must list them all.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::InvalidCredentials,
@@ -47,6 +48,7 @@ impl ErrorCode {
         ErrorCode::InvalidTransition,
         ErrorCode::CannotDrain,
         ErrorCode::PreconditionFailed,
+        ErrorCode::RequestTimeout,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::ValidationFailed,
@@ -69,6 +71,7 @@ impl ErrorCode {
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::CannotDrain => "cannot_drain",
             ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::ValidationFailed => "validation_failed",
@@ -89,6 +92,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::EmailTaken | ErrorCode::InvalidTransition | ErrorCode::CannotDrain => 409,
             ErrorCode::PreconditionFailed => 412,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::ValidationFailed | ErrorCode::IdempotencyKeyReused => 422,
@@ -111,6 +115,7 @@ impl ErrorCode {
             ErrorCode::InvalidTransition => "Invalid order transition",
             ErrorCode::CannotDrain => "Cannot drain the node",
             ErrorCode::PreconditionFailed => "Precondition failed",
+            ErrorCode::RequestTimeout => "Request timeout",
             ErrorCode::PayloadTooLarge => "Payload too large",
             ErrorCode::UnsupportedMediaType => "Unsupported media type",
             ErrorCode::ValidationFailed => "Validation failed",
