@@ -3,6 +3,7 @@
 //! the seeds at start; [`Transport::add_peer`] and [`Transport::remove_peer`] change them at run time,
 //! so that nodes can join and leave a running cluster.
 //!
+//! - `guard`: the cluster port's listener: a small frame limit until a connection has authenticated.
 //! - `endpoint`: the node's one remotable actor (calls and pings) and its wire framing.
 //! - `sessions`: the NodeServer's session events; reports a rejected cookie.
 //! - `connector`: one dialer per peer, reconnecting with backoff and jitter.
@@ -14,7 +15,9 @@
 //! runs one transport):
 //!
 //! ```text
-//! NodeServer (ractor_cluster)   listener + one NodeSession per peer (a RemoteActor proxy per remote actor)
+//! guard task                    the cluster port: accepts, hands each connection to the NodeServer guarded
+//! NodeServer (ractor_cluster)   one NodeSession per peer (a RemoteActor proxy per remote actor); its own
+//!                               listener is bound to a loopback port nobody is told of
 //! Endpoint                      nodes only; pg group `playground.endpoint.<id>`; a task per call
 //! dialer task × peer            keeps a session to the peer; started and stopped with the peer
 //! detector task                 pings every heartbeat, publishes peer states
@@ -23,12 +26,13 @@
 mod connector;
 mod detector;
 mod endpoint;
+mod guard;
 mod metrics;
 mod remote;
 mod sessions;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -45,6 +49,7 @@ use tracing::{info, warn};
 
 use self::detector::{endpoint_of, Peers};
 use self::endpoint::{frame_request, unframe_reply, Endpoint, EndpointArgs, EndpointMsg, Status};
+use self::guard::Guards;
 use self::sessions::{Sessions, Subscriber};
 
 pub use self::remote::{Peer, Remote, RemoteError, TransportRemote};
@@ -205,7 +210,12 @@ impl Transport {
         if config.heartbeat_interval.is_zero() {
             return Err(TransportError::Start("the heartbeat interval must not be zero".into()));
         }
-        let local_addr = concrete_addr(config.listen)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| TransportError::Start(format!("cluster listener on {}: {e}", config.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| TransportError::Start(format!("cluster listener on {}: {e}", config.listen)))?;
         let mut seen = HashSet::new();
         let seeds: Vec<(String, SeedAddr)> = config
             .seeds
@@ -218,23 +228,26 @@ impl Transport {
 
         // The host part of the node name is the id too: names and connection strings must differ between
         // nodes (ractor_cluster drops a session whose peer looks like itself), and every node may listen
-        // on the same 0.0.0.0:port. Isolated: we choose our peers, no transitive connections.
+        // on the same 0.0.0.0:port. Isolated: we choose our peers, no transitive connections. Peers reach
+        // the NodeServer through the guard (`guard`); its own listener takes any free loopback port,
+        // which no peer is told of.
         let server = NodeServer::new(
-            local_addr.port(),
+            0,
             config.cookie.clone(),
             config.id.clone(),
             config.id.clone(),
             None,
             Some(NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(local_addr.ip());
+        .with_listen_addr(Ipv4Addr::LOCALHOST.into());
+        let guards = Arc::new(Guards::default());
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| TransportError::Start(format!("cluster listener on {local_addr}: {e}")))?;
         let sessions = Sessions::new(ids.iter().cloned().collect());
         if let Err(e) = server.cast(NodeServerMessage::SubscribeToEvents {
             id: SUBSCRIPTION_ID.into(),
-            subscription: Box::new(Subscriber(sessions.clone())),
+            subscription: Box::new(Subscriber(sessions.clone(), guards.clone())),
         }) {
             server.stop(None);
             return Err(TransportError::Start(format!("cluster node server: {e}")));
@@ -263,6 +276,7 @@ impl Transport {
             tasks.dialers.insert(peer, dialing);
         }
         tasks.others.push(runtime.spawn(detector::run(peers.clone(), sessions.clone(), shutdown.subscribe())));
+        tasks.others.push(runtime.spawn(guard::accept(listener, server.clone(), guards, shutdown.subscribe())));
         info!(id = %config.id, role = ?config.role, addr = %local_addr, peers = ?ids, "cluster transport started");
         Ok(Arc::new(Transport {
             id: config.id,
@@ -436,28 +450,9 @@ impl Drop for Transport {
     }
 }
 
-/// `addr` with a concrete port. ractor_cluster's NodeServer does not report the port it bound, so for
-/// port 0 a free port is found here by binding and releasing it; another process could take it in the
-/// moment between, in which case `start` fails with a bind error.
-fn concrete_addr(addr: SocketAddr) -> Result<SocketAddr, TransportError> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    TcpListener::bind(addr)
-        .and_then(|l| l.local_addr())
-        .map_err(|e| TransportError::Start(format!("no free port on {}: {e}", addr.ip())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn port_zero_becomes_a_free_port() {
-        let addr = concrete_addr("127.0.0.1:0".parse().expect("addr")).expect("free port");
-        assert_ne!(addr.port(), 0);
-        assert_eq!(addr.ip().to_string(), "127.0.0.1");
-    }
 
     #[test]
     fn errors_name_the_peer() {

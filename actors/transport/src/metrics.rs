@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{register, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
 fn registered<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
     // Registration fails only for a duplicate name, which these statics rule out.
@@ -62,8 +62,20 @@ pub static CALL_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+pub static GUARD_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "playground_transport_guard_refused_total",
+            "Cluster connections closed before authenticating: too many unauthenticated at once, or a frame \
+             too large for an unauthenticated peer.",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Touches every peer's series so that each appears in `/metrics` from the start.
 pub fn init(peers: &[String]) {
+    LazyLock::force(&GUARD_REFUSED);
     for peer in peers {
         PEER_UP.with_label_values(&[peer]);
         PEER_STATE_CHANGES.with_label_values(&[peer]);

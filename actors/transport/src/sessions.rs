@@ -182,7 +182,7 @@ impl Sessions {
 }
 
 /// The NodeServer's event subscription; its callbacks are synchronous and must not block.
-pub(crate) struct Subscriber(pub Arc<Sessions>);
+pub(crate) struct Subscriber(pub Arc<Sessions>, pub Arc<crate::guard::Guards>);
 
 impl NodeEventSubscription for Subscriber {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
@@ -194,6 +194,9 @@ impl NodeEventSubscription for Subscriber {
     }
 
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        if ses.is_server {
+            self.1.authenticated(&ses.peer_addr);
+        }
         self.0.authenticated(ses);
     }
 

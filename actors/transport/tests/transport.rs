@@ -507,3 +507,50 @@ async fn peers_can_be_added_and_removed_at_run_time() {
         "every dialer stopped with the transport"
     );
 }
+
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn plain_counter(name: &str) -> f64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_announcing_huge_frames_are_cut_off_before_they_cost_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    let (t, _peer, spec) = pair("fr", COOKIE).await;
+    wait_state(&t, &spec.id, PeerState::Up, Duration::from_secs(10)).await;
+    let before = resident_kib();
+    let refused_before = plain_counter("playground_transport_guard_refused_total");
+    // Twenty strangers, each announcing a 16 MiB frame and sending its first mebibyte.
+    let mut strangers = vec![];
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(t.local_addr()).await.expect("connect");
+        let _ = s.write_all(&(16u64 * 1024 * 1024 - 1).to_be_bytes()).await;
+        let _ = s.write_all(&vec![0u8; 1 << 20]).await;
+        strangers.push(s);
+    }
+    for mut s in strangers {
+        let mut sink = vec![];
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "a stranger's connection is closed");
+    }
+    let grown_mib = resident_kib().saturating_sub(before) / 1024;
+    eprintln!("20 strangers announcing 16 MiB frames: resident memory +{grown_mib} MiB");
+    assert!(grown_mib < 64, "the frames were never allocated: +{grown_mib} MiB");
+    assert!(plain_counter("playground_transport_guard_refused_total") >= refused_before + 20.0);
+    // The real peer's session is unaffected, large calls included.
+    let big = vec![7u8; 4 << 20];
+    assert_eq!(t.call(&spec.id, big.clone(), Duration::from_secs(10)).await.expect("4 MiB call"), big);
+    t.stop().await;
+}
