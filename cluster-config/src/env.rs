@@ -36,6 +36,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_RETRY_AFTER_SECS", "limits.retry_after_secs"),
     ("PLAYGROUND_RATE_LIMIT_PER_SECOND", "limits.rate_limit_per_second"),
     ("PLAYGROUND_RATE_LIMIT_BURST", "limits.rate_limit_burst"),
+    ("PLAYGROUND_MAX_PASSWORD_REQUESTS", "limits.max_password_requests"),
     ("PLAYGROUND_TRUSTED_PROXIES", "http.trusted_proxies"),
     ("PLAYGROUND_HEADER_READ_TIMEOUT", "http.header_read_timeout"),
     ("PLAYGROUND_BODY_READ_TIMEOUT", "http.body_read_timeout"),
@@ -154,6 +155,9 @@ impl Config {
                 self.limits.rate_limit_per_second = parse_num(value, "an integer")?;
             }
             "limits.rate_limit_burst" => self.limits.rate_limit_burst = parse_num(value, "an integer")?,
+            "limits.max_password_requests" => {
+                self.limits.max_password_requests = parse_num(value, "an integer")?;
+            }
             "limits.retry_after_secs" => {
                 self.limits.retry_after_secs = parse_num(value, "an integer")?;
             }

@@ -57,6 +57,11 @@ pub const DEFAULT_ENTITY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const ENTITY_IDLE_TIMEOUT_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_RETRY_AFTER_SECS: u32 = 1;
+/// Requests that hash a password (registration, login, a password change), each worth tens of
+/// milliseconds of a core, handled or waiting at once; more are refused with 503 at once, so that a flood
+/// of them holds few of the `max_in_flight` slots that every other request needs.
+pub const DEFAULT_MAX_PASSWORD_REQUESTS: usize = 64;
+pub const MAX_PASSWORD_REQUESTS_RANGE: RangeInclusive<usize> = 1..=100_000;
 /// A client that has not sent a request's whole head by then is cut off; on a kept-alive HTTP/1.1
 /// connection the time waiting for the next request counts too, so this bounds idle connections.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -399,6 +404,8 @@ pub struct LimitsConfig {
     pub rate_limit_per_second: u32,
     /// Requests a client may send at once above its rate.
     pub rate_limit_burst: u32,
+    /// Registrations, logins and password changes handled or waiting at once; more get 503.
+    pub max_password_requests: usize,
 }
 
 impl Default for LimitsConfig {
@@ -410,6 +417,7 @@ impl Default for LimitsConfig {
             retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
             rate_limit_per_second: DEFAULT_RATE_LIMIT_PER_SECOND,
             rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
+            max_password_requests: DEFAULT_MAX_PASSWORD_REQUESTS,
         }
     }
 }

@@ -7,9 +7,9 @@ use crate::model::{
     Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, BODY_READ_TIMEOUT_RANGE,
     DEAD_MEMBER_TIMEOUT_RANGE, ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, H2_MAX_STREAMS_RANGE,
     HEADER_READ_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, MAX_CONCURRENT_MOVES_RANGE, MAX_CONNECTIONS_RANGE,
-    MAX_IN_FLIGHT_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES, NODE_ID_MAX_LEN,
-    RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE, REQUEST_TIMEOUT_RANGE,
-    RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
+    MAX_IN_FLIGHT_RANGE, MAX_PASSWORD_REQUESTS_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES,
+    NODE_ID_MAX_LEN, RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE,
+    REQUEST_TIMEOUT_RANGE, RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
 };
 
 impl Config {
@@ -71,6 +71,8 @@ impl Config {
         in_range(lim.rate_limit_per_second, &RATE_LIMIT_PER_SECOND_RANGE)
             .map_err(|m| err("limits.rate_limit_per_second", m))?;
         in_range(lim.rate_limit_burst, &RATE_LIMIT_BURST_RANGE).map_err(|m| err("limits.rate_limit_burst", m))?;
+        in_range(lim.max_password_requests, &MAX_PASSWORD_REQUESTS_RANGE)
+            .map_err(|m| err("limits.max_password_requests", m))?;
         let http = &self.http;
         for proxy in &http.trusted_proxies {
             crate::model::parse_proxy(proxy).map_err(|m| err("http.trusted_proxies", m))?;
@@ -224,6 +226,7 @@ mod tests {
             ("http.header_read_timeout", |c| c.http.header_read_timeout = Duration::from_millis(1)),
             ("http.body_read_timeout", |c| c.http.body_read_timeout = Duration::from_secs(601)),
             ("http.max_connections", |c| c.http.max_connections = 0),
+            ("limits.max_password_requests", |c| c.limits.max_password_requests = 0),
             ("http.h2_max_streams", |c| c.http.h2_max_streams = 0),
             ("cluster.max_concurrent_moves", |c| c.cluster.max_concurrent_moves = 0),
             ("cluster.advertise", |c| c.cluster.advertise = Some("no port".into())),

@@ -59,6 +59,8 @@ pub struct GatewayConfig {
     /// Requests per second allowed to one client address; 0 turns the limit off.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// Requests that hash a password handled or waiting at once.
+    pub max_password_requests: usize,
     /// The listener's deadlines and bounds.
     pub http: cluster_config::HttpConfig,
     /// Whose `Forwarded` / `X-Forwarded-For` is believed.
@@ -69,6 +71,8 @@ pub struct Gateway {
     cluster: Arc<Cluster>,
     config: GatewayConfig,
     in_flight: tokio::sync::Semaphore,
+    /// Taken by the requests that hash a password, on top of their in-flight slot.
+    password_requests: tokio::sync::Semaphore,
     rate_limit: Option<rate_limit::RateLimiter>,
 }
 
@@ -77,7 +81,8 @@ impl Gateway {
         metrics::init();
         let in_flight = tokio::sync::Semaphore::new(config.max_in_flight);
         let rate_limit = rate_limit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
-        Arc::new(Self { cluster, config, in_flight, rate_limit })
+        let password_requests = tokio::sync::Semaphore::new(config.max_password_requests);
+        Arc::new(Self { cluster, config, in_flight, password_requests, rate_limit })
     }
 }
 
@@ -163,6 +168,11 @@ fn takes_body(method: &str, template: &str) -> bool {
         (method, template),
         ("POST", "/v1/users") | ("PATCH", "/v1/users/{id}") | ("POST", "/v1/sessions") | ("POST", "/v1/orders")
     )
+}
+
+/// The routes that hash a password (or may: a change of the user checks the current one).
+fn hashes_a_password(method: &str, template: &str) -> bool {
+    matches!((method, template), ("POST", "/v1/users") | ("PATCH", "/v1/users/{id}") | ("POST", "/v1/sessions"))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -295,6 +305,20 @@ where
             Err(_) => {
                 metrics::SHED.inc();
                 return Err(Problem::new(ErrorCode::Unavailable, "too many requests in flight; retry later"));
+            }
+        }
+    } else {
+        None
+    };
+    let _password_slot = if hashes_a_password(m.method, m.template) {
+        match gw.password_requests.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                metrics::SHED.inc();
+                return Err(Problem::new(
+                    ErrorCode::Unavailable,
+                    "too many registrations and logins at once; retry later",
+                ));
             }
         }
     } else {

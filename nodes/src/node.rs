@@ -75,6 +75,7 @@ async fn serve(config: Config, kind: Kind) -> Result<()> {
             retry_after_secs: config.limits.retry_after_secs,
             rate_limit_per_second: config.limits.rate_limit_per_second,
             rate_limit_burst: config.limits.rate_limit_burst,
+            max_password_requests: config.limits.max_password_requests,
             http: config.http.clone(),
             trusted_proxies: gateway::TrustedProxies::parse(&config.http.trusted_proxies)
                 .map_err(|e| anyhow::anyhow!("http.trusted_proxies: {e}"))?,

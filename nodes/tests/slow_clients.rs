@@ -245,3 +245,43 @@ async fn a_flood_of_broken_connections_writes_a_line_or_two_not_one_each() {
     assert!((1..=3).contains(&lines), "{lines} lines for 200 broken connections:\n{text}");
     assert!(!text.lines().any(|l| l.contains("ERROR")), "a client's broken connection is no error of the node's");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_registrations_is_refused_past_its_bound_and_reads_go_on() {
+    let env = [
+        ("PLAYGROUND_MAX_PASSWORD_REQUESTS", "4"),
+        ("PLAYGROUND_ARGON2_MEMORY_KIB", "8192"),
+        ("PLAYGROUND_ARGON2_ITERATIONS", "2"),
+    ];
+    let c = TestCluster::start(BIN.as_ref(), &env).expect("node starts");
+    let api = Api::new(&c.node.url);
+    let (user, token) = api.signup("reader@example.com").await.expect("signup");
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..80 {
+        let api = Api::new(&c.node.url);
+        flood.spawn(async move {
+            let body = serde_json::json!({"email": format!("flood-{i}@example.com"), "name": "Flood",
+                                          "password": "Tr0mbone-Saddle-Quiver-88"});
+            let r = api.post("/v1/users", None, &body).await.expect("register");
+            (r.status, r.header("retry-after").map(str::to_owned), r.code())
+        });
+    }
+    for _ in 0..10 {
+        let me = api.get(&format!("/v1/users/{user}"), Some(&token)).await.expect("read");
+        assert_eq!(me.status, 200, "reads go on during the flood: {}", me.text);
+    }
+    let mut refused = 0;
+    while let Some(done) = flood.join_next().await {
+        let (status, retry_after, code) = done.expect("task");
+        match status {
+            201 => {}
+            503 => {
+                assert_eq!(code, "unavailable");
+                assert!(retry_after.is_some(), "a refused registration says when to retry");
+                refused += 1;
+            }
+            other => panic!("a registration answered {other}"),
+        }
+    }
+    assert!(refused > 0, "past four at once, registrations are refused");
+}
