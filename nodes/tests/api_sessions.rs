@@ -84,3 +84,49 @@ async fn sessions_expire_after_their_ttl() {
     let list = api.get(&format!("/v1/users/{id}/sessions"), Some(&fresh)).await.expect("list");
     assert_eq!(list.json()["items"].as_array().map(Vec::len), Some(1), "expired sessions are not listed");
 }
+
+/// The resident memory of a process, in bytes, as the kernel counts it.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_failed_logins_leaves_memory_where_it_was() {
+    // The product's own hashing cost.
+    let env = [("PLAYGROUND_ARGON2_MEMORY_KIB", "19456"), ("PLAYGROUND_ARGON2_ITERATIONS", "2")];
+    let c = TestCluster::start(BIN.as_ref(), &env).expect("node starts");
+    let api = Api::new(&c.node.url);
+    api.signup("burst@example.com").await.expect("signup");
+    let before = resident_bytes(c.node.pid());
+    let bound = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (api, bound) = (api.clone(), bound.clone());
+        attempts.spawn(async move {
+            let _permit = bound.acquire_owned().await.expect("bound");
+            let email = if i % 2 == 0 { "burst@example.com".to_owned() } else { format!("nobody{i}@example.com") };
+            api.post("/v1/sessions", None, &json!({"email": email, "password": format!("wrong password {i}")}))
+                .await
+                .expect("login")
+                .status
+        });
+    }
+    while let Some(status) = attempts.join_next().await {
+        assert_eq!(status.expect("join"), 401, "every attempt was checked and refused");
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = resident_bytes(c.node.pid());
+    eprintln!("resident before the burst: {} MiB, 5 s after: {} MiB", before >> 20, after >> 20);
+    assert!(
+        after < before + 100 * 1024 * 1024,
+        "a burst of failed logins grew the node from {} MiB to {} MiB",
+        before >> 20,
+        after >> 20
+    );
+}
