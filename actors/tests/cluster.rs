@@ -4,7 +4,7 @@
 
 use actors::{start_node, CallOptions, NewUser, NodeHandle, UserChanges};
 use cluster_config::Config;
-use playground_proto::{ApiError, NewOrder, OrderAction, OrderItem, OrderStatus};
+use playground_proto::{ApiError, NewOrder, OrderAction, OrderItem, OrderStatus, UserRecord};
 
 async fn node(dir: &std::path::Path) -> NodeHandle {
     let mut config = Config::default();
@@ -61,8 +61,12 @@ async fn a_user_signs_up_orders_pays_and_the_answers_are_typed() {
     assert_eq!(page.next_cursor, None);
 
     let renamed = UserChanges { name: Some("Ada L.".into()), ..UserChanges::default() };
-    let updated = cluster.update_user(&who, &who.user_id, renamed, Some(vec![1]), opts).await.expect("update");
+    let any = |_: &UserRecord, _: &str| Ok(());
+    let updated = cluster.update_user(&who, &who.user_id, renamed, Some(vec![1]), opts, any).await.expect("update");
     assert_eq!((updated.name.as_str(), updated.version), ("Ada L.", 2));
+    let unproven = UserChanges { password: Some("a new password".into()), ..UserChanges::default() };
+    let refused = cluster.update_user(&who, &who.user_id, unproven, None, opts, any).await;
+    assert_eq!(refused.err(), Some(ApiError::CurrentPasswordRequired));
 
     let other = cluster.register(user("bob@example.com")).await.expect("register bob");
     assert_eq!(cluster.get_user(&who, &other.id, opts).await.err(), Some(ApiError::Forbidden));

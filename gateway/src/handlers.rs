@@ -194,7 +194,9 @@ pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Prob
         ("PATCH", "/v1/users/{id}") => {
             let changes = parse_json::<UpdateUserRequest>(&req.body)?.validate()?;
             let who = cluster.authenticate(token, CallOptions::default()).await?;
-            let user = UserView::from(&cluster.update_user(&who, param(req), changes, if_match(req), opts).await?);
+            let rules = crate::api::password_rules(&changes);
+            let updated = cluster.update_user(&who, param(req), changes.clone(), if_match(req), opts, rules).await?;
+            let user = UserView::from(&updated);
             Ok(Answer::json(StatusCode::OK, &user).etag(user.version))
         }
         ("POST", "/v1/orders") => {

@@ -71,6 +71,16 @@ pub struct UpdateUser {
     pub now: Millis,
 }
 
+/// [`UpdateUser`], and with a new password also the end of every session of the user but `keep_session`
+/// (the one that asked), in the same log entry: a stolen session does not outlive the password change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateAccount {
+    pub changes: UserChangeSet,
+    pub if_match: Option<Vec<u64>>,
+    pub now: Millis,
+    pub keep_session: String,
+}
+
 /// The updated user, and the email it no longer holds (for the caller to release).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserUpdated {
@@ -237,6 +247,7 @@ ops! {
     ListSessions: User -> Vec<SessionRecord>, read;
     DeleteSession: User -> (), write;
     ListOrders: User -> OrderList, read;
+    UpdateAccount: User -> UserUpdated, write;
     GetOrder: Order -> OrderRecord, read;
     TransitionOrder: Order -> OrderRecord, write;
     ClaimEmail: Email -> ClaimOutcome, write;
@@ -281,6 +292,7 @@ macro_rules! for_each_op {
                 DeleteSession,
                 CreateOrder,
                 ListOrders,
+                UpdateAccount,
             }
             Order => OrderOp { GetOrder, TransitionOrder }
             Email => EmailOp { ClaimEmail, TakeoverEmail, LookupEmail, ReleaseEmail }
