@@ -115,6 +115,14 @@ fn page(query: &str) -> Result<Page, Problem> {
     Ok(page)
 }
 
+/// A login refused for the failures before it, with the seconds until one more may be tried.
+fn too_many_failures(wait: u32) -> Problem {
+    crate::metrics::LOGINS_THROTTLED.inc();
+    let mut p = Problem::new(ErrorCode::RateLimited, "too many failed logins for this account or from this address");
+    p.retry_after = Some(wait);
+    p
+}
+
 /// Lets the call through only with the admin token from configuration.
 fn admin_only(gw: &Gateway, req: &Request) -> Result<(), Problem> {
     let admitted = match (&gw.config.admin_token, bearer(req)) {
@@ -182,7 +190,16 @@ pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Prob
         }
         ("POST", "/v1/sessions") => {
             let (email, password) = parse_json::<LoginRequest>(&req.body)?.validate()?;
-            let session = NewSessionView::from(&cluster.login(&email, password).await?);
+            let key = playground_proto::email_key(&email);
+            gw.login_throttle.admit(&key, req.client).map_err(too_many_failures)?;
+            let session = match cluster.login(&email, password).await {
+                Ok(session) => NewSessionView::from(&session),
+                Err(ApiError::InvalidCredentials) => {
+                    gw.login_throttle.failed(&key, req.client).map_err(too_many_failures)?;
+                    return Err(ApiError::InvalidCredentials.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             return Ok(Answer::json(StatusCode::CREATED, &session).location("/v1/sessions/current".to_owned()));
         }
         _ => {}
@@ -281,7 +298,15 @@ mod tests {
     fn req_with(header: (&'static str, &'static str)) -> Request {
         let mut headers = http::HeaderMap::new();
         headers.insert(header.0, http::HeaderValue::from_static(header.1));
-        Request { method: "GET", template: "/", param: None, query: String::new(), headers, body: bytes::Bytes::new() }
+        Request {
+            method: "GET",
+            template: "/",
+            param: None,
+            query: String::new(),
+            headers,
+            body: bytes::Bytes::new(),
+            client: None,
+        }
     }
 
     #[test]

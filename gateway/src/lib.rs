@@ -11,6 +11,7 @@
 
 mod api;
 mod handlers;
+mod login_throttle;
 mod metrics;
 mod problem;
 mod rate_limit;
@@ -31,6 +32,7 @@ use playground_proto::ErrorCode;
 use warp::filters::path::FullPath;
 use warp::Filter;
 
+pub use login_throttle::LoginLimits;
 pub use problem::Problem;
 pub use routes::{match_route, RouteMatch, ROUTES};
 pub use views::rfc3339;
@@ -55,6 +57,7 @@ pub struct GatewayConfig {
     /// Requests per second allowed to one client address; 0 turns the limit off.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    pub login_limits: LoginLimits,
 }
 
 pub struct Gateway {
@@ -62,6 +65,7 @@ pub struct Gateway {
     config: GatewayConfig,
     in_flight: tokio::sync::Semaphore,
     rate_limit: Option<rate_limit::RateLimiter>,
+    login_throttle: login_throttle::LoginThrottle,
 }
 
 impl Gateway {
@@ -69,7 +73,8 @@ impl Gateway {
         metrics::init();
         let in_flight = tokio::sync::Semaphore::new(config.max_in_flight);
         let rate_limit = rate_limit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
-        Arc::new(Self { cluster, config, in_flight, rate_limit })
+        let login_throttle = login_throttle::LoginThrottle::new(config.login_limits);
+        Arc::new(Self { cluster, config, in_flight, rate_limit, login_throttle })
     }
 }
 
@@ -148,6 +153,8 @@ pub(crate) struct Request {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The client's address, as the rate limit sees it.
+    pub client: Option<IpAddr>,
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -282,7 +289,7 @@ where
     } else {
         Bytes::new()
     };
-    let req = Request { method: m.method, template: m.template, param: m.param, query, headers, body };
+    let req = Request { method: m.method, template: m.template, param: m.param, query, headers, body, client };
     // Each cluster call has its own timeout; this bounds a request made of several calls.
     let deadline = gw.config.request_timeout * 3;
     match tokio::time::timeout(deadline, handlers::dispatch(gw, &req)).await {

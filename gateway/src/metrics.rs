@@ -75,8 +75,19 @@ pub fn method_label(method: &http::Method) -> &'static str {
     KNOWN.iter().find(|m| *m == method).map_or("other", |m| m.as_str())
 }
 
+pub static LOGINS_THROTTLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "playground_http_logins_throttled_total",
+            "Logins refused with 429 because their account or client address had too many failed logins.",
+        )
+        .expect("valid metric"),
+    )
+});
+
 pub fn init() {
     LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&LOGINS_THROTTLED);
     LazyLock::force(&REQUESTS);
     LazyLock::force(&DURATION);
     LazyLock::force(&IN_FLIGHT);

@@ -75,6 +75,12 @@ async fn serve(config: Config, kind: Kind) -> Result<()> {
             retry_after_secs: config.limits.retry_after_secs,
             rate_limit_per_second: config.limits.rate_limit_per_second,
             rate_limit_burst: config.limits.rate_limit_burst,
+            login_limits: gateway::LoginLimits {
+                account_burst: config.security.login_account_burst,
+                account_period: config.security.login_account_period,
+                client_burst: config.security.login_client_burst,
+                client_period: config.security.login_client_period,
+            },
         },
     );
     tracing::info!(id = %config.node.id, http = %addr, shards = config.cluster.shards, "ready");
