@@ -118,7 +118,7 @@ fn page(query: &str) -> Result<Page, Problem> {
 /// A login refused for the failures before it, with the seconds until one more may be tried.
 fn too_many_failures(wait: u32) -> Problem {
     crate::metrics::LOGINS_THROTTLED.inc();
-    let mut p = Problem::new(ErrorCode::RateLimited, "too many failed logins for this account or from this address");
+    let mut p = Problem::new(ErrorCode::RateLimited, "too many wrong passwords for this account or from this address");
     p.retry_after = Some(wait);
     p
 }
@@ -211,8 +211,24 @@ pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Prob
         ("PATCH", "/v1/users/{id}") => {
             let changes = parse_json::<UpdateUserRequest>(&req.body)?.validate()?;
             let who = cluster.authenticate(token, CallOptions::default()).await?;
+            // Guessing the current password with a stolen session is throttled like guessing it at login,
+            // under a key of its own: the account's id.
+            let proof = changes.current_password.is_some().then(|| format!("user/{}", who.user_id));
+            if let Some(key) = &proof {
+                gw.login_throttle.admit(key, req.client).map_err(too_many_failures)?;
+            }
             let rules = crate::api::password_rules(&changes);
-            let updated = cluster.update_user(&who, param(req), changes.clone(), if_match(req), opts, rules).await?;
+            let updated = match cluster.update_user(&who, param(req), changes.clone(), if_match(req), opts, rules).await
+            {
+                Ok(updated) => updated,
+                Err(ApiError::CurrentPasswordRequired) => {
+                    if let Some(key) = &proof {
+                        gw.login_throttle.failed(key, req.client).map_err(too_many_failures)?;
+                    }
+                    return Err(ApiError::CurrentPasswordRequired.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             let user = UserView::from(&updated);
             Ok(Answer::json(StatusCode::OK, &user).etag(user.version))
         }

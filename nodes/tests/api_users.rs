@@ -263,3 +263,25 @@ async fn weak_passwords_and_invisible_characters_are_refused() {
     let ok = register("strong@example.com", "Strong", "plum anchor velvet 42").await;
     assert_eq!(ok.status, 201, "{}", ok.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_the_current_password_is_throttled_like_a_login() {
+    let env = [("PLAYGROUND_LOGIN_ACCOUNT_BURST", "3")];
+    let c = TestCluster::start(BIN.as_ref(), &env).expect("node starts");
+    let api = Api::new(&c.node.url);
+    let (id, token) = api.signup("guarded@example.com").await.expect("signup");
+    let path = format!("/v1/users/{id}");
+    let mut statuses = vec![];
+    for i in 0..5 {
+        let body = json!({"password": "a brand new passphrase", "current_password": format!("guess {i}")});
+        let r = api.send(Method::PATCH, &path, Some(&token), Some(&body), &[]).await.expect("patch");
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, vec![403, 403, 403, 429, 429]);
+    let renamed = api.send(Method::PATCH, &path, Some(&token), Some(&json!({"name": "N"})), &[]).await.expect("patch");
+    assert_eq!(renamed.status, 200, "changes that take no password are not held up: {}", renamed.text);
+    assert!(api.login("guarded@example.com", "correct horse battery").await.is_ok(), "nor are logins");
+}
