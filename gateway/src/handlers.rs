@@ -115,7 +115,8 @@ fn page(query: &str) -> Result<Page, Problem> {
     Ok(page)
 }
 
-/// A login refused for the failures before it, with the seconds until one more may be tried.
+/// A login, or a change that sends a current password, refused for the wrong passwords before it, with
+/// the seconds until one more may be tried.
 fn too_many_failures(wait: u32) -> Problem {
     crate::metrics::LOGINS_THROTTLED.inc();
     let mut p = Problem::new(ErrorCode::RateLimited, "too many wrong passwords for this account or from this address");
