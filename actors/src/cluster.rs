@@ -294,13 +294,16 @@ impl Cluster {
             return Err(ApiError::PreconditionFailed { current: current.version });
         }
         let needs_proof = changes.email.is_some() || changes.password.is_some();
-        if let Some(given) = changes.current_password {
-            if !self.passwords.verify(given, Some(current.password_hash.clone())).await {
-                return Err(ApiError::CurrentPasswordRequired);
+        let proven_hash = match changes.current_password {
+            Some(given) => {
+                if !self.passwords.verify(given, Some(current.password_hash.clone())).await {
+                    return Err(ApiError::CurrentPasswordRequired);
+                }
+                Some(current.password_hash.clone())
             }
-        } else if needs_proof {
-            return Err(ApiError::CurrentPasswordRequired);
-        }
+            None if needs_proof => return Err(ApiError::CurrentPasswordRequired),
+            None => None,
+        };
         if let Some(p) = &changes.password {
             password_rules(&current, p)?;
         }
@@ -313,8 +316,13 @@ impl Cluster {
             self.claim_email(k, user_id).await?;
         }
         let set = UserChangeSet { email: changes.email, name: changes.name, password_hash };
-        let op =
-            UpdateAccount { changes: set, if_match, now: now_millis(), keep_session: who.session.session_id.clone() };
+        let op = UpdateAccount {
+            changes: set,
+            if_match,
+            now: now_millis(),
+            keep_session: who.session.session_id.clone(),
+            proven_hash,
+        };
         match self.user(user_id, op, opts).await {
             Ok(updated) => {
                 if let Some(old) = updated.released_email {

@@ -71,14 +71,17 @@ pub struct UpdateUser {
     pub now: Millis,
 }
 
-/// [`UpdateUser`], and with a new password also the end of every session of the user but `keep_session`
-/// (the one that asked), in the same log entry: a stolen session does not outlive the password change.
+/// [`UpdateUser`] on behalf of the session `keep_session`, and with a new password also the end of every
+/// other session of the user, in the same log entry: a stolen session does not outlive the password
+/// change. Refused when `keep_session` ended meanwhile, or when the password changed since the current
+/// password was checked against `proven_hash`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateAccount {
     pub changes: UserChangeSet,
     pub if_match: Option<Vec<u64>>,
     pub now: Millis,
     pub keep_session: String,
+    pub proven_hash: Option<String>,
 }
 
 /// The updated user, and the email it no longer holds (for the caller to release).

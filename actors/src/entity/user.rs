@@ -90,6 +90,14 @@ impl Handles<UpdateUser> for UserKind {
 
 impl Handles<UpdateAccount> for UserKind {
     async fn handle(ctx: &EntityCtx, _key: &str, st: &mut UserState, op: UpdateAccount) -> Answer<UpdateAccount> {
+        // A session revoked while its request was on the way (by a password change elsewhere) must not
+        // get to change the account after all.
+        if !st.sessions.contains_key(&op.keep_session) {
+            return Err(ApiError::Unauthorized.into());
+        }
+        if op.proven_hash.is_some_and(|h| st.active().map(|u| u.password_hash != h).unwrap_or(true)) {
+            return Err(ApiError::CurrentPasswordRequired.into());
+        }
         update(ctx, st, op.changes, op.if_match, op.now, Some(&op.keep_session)).await
     }
 }
