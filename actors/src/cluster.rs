@@ -13,7 +13,7 @@ use control_plane::{client, refresh};
 use playground_proto::ops::{
     Authenticate, ClaimEmail, ClaimOutcome, CreateOrder, CreateSession, CreateUser, Credentials, DeleteSession,
     DeleteUser, GetOrder, GetUser, ListOrders, ListSessions, LookupEmail, OrderCreated, OrderList, OwnsEmail,
-    ReleaseEmail, TakeoverEmail, TransitionOrder, UpdateUser, UserChangeSet,
+    ReleaseEmail, TakeoverEmail, TransitionOrder, UpdateAccount, UserChangeSet,
 };
 use playground_proto::{
     email_key, new_id, now_millis, shard_of, ApiError, Fault, Millis, NewOrder, OrderAction, OrderRecord, ReplicaOp,
@@ -48,12 +48,14 @@ pub struct NewUser {
     pub password: String,
 }
 
-/// Changes to a user that passed the gateway's rules; the password is still in the clear.
+/// Changes to a user that passed the gateway's rules; the passwords are still in the clear.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserChanges {
     pub email: Option<String>,
     pub name: Option<String>,
     pub password: Option<String>,
+    /// The account's password as it is now: required with a change of email or password.
+    pub current_password: Option<String>,
 }
 
 /// A session that a login started, and its token (shown once, stored nowhere).
@@ -273,6 +275,10 @@ impl Cluster {
         self.user(user_id, GetUser, opts).await
     }
 
+    /// Applies `changes` to the caller's own account. A change of email or password takes the current
+    /// password (a stolen session alone cannot take the account over); `password_rules` judges a new
+    /// password against the account as stored (the gateway's strength rule, which knows its email and
+    /// name). A new password ends every other session of the user in the same write.
     pub async fn update_user(
         &self,
         who: &Principal,
@@ -280,11 +286,26 @@ impl Cluster {
         changes: UserChanges,
         if_match: Option<Vec<u64>>,
         opts: CallOptions,
+        password_rules: impl FnOnce(&UserRecord, &str) -> Result<(), ApiError>,
     ) -> Result<UserRecord, ApiError> {
         Self::must_be_self(who, user_id)?;
         let current = self.user(user_id, GetUser, opts).await?;
         if if_match.as_ref().is_some_and(|ok| !ok.contains(&current.version)) {
             return Err(ApiError::PreconditionFailed { current: current.version });
+        }
+        let needs_proof = changes.email.is_some() || changes.password.is_some();
+        let proven_hash = match changes.current_password {
+            Some(given) => {
+                if !self.passwords.verify(given, Some(current.password_hash.clone())).await {
+                    return Err(ApiError::CurrentPasswordRequired);
+                }
+                Some(current.password_hash.clone())
+            }
+            None if needs_proof => return Err(ApiError::CurrentPasswordRequired),
+            None => None,
+        };
+        if let Some(p) = &changes.password {
+            password_rules(&current, p)?;
         }
         let password_hash = match changes.password {
             Some(p) => Some(self.passwords.hash(p).await?),
@@ -295,7 +316,13 @@ impl Cluster {
             self.claim_email(k, user_id).await?;
         }
         let set = UserChangeSet { email: changes.email, name: changes.name, password_hash };
-        let op = UpdateUser { changes: set, if_match, now: now_millis() };
+        let op = UpdateAccount {
+            changes: set,
+            if_match,
+            now: now_millis(),
+            keep_session: who.session.session_id.clone(),
+            proven_hash,
+        };
         match self.user(user_id, op, opts).await {
             Ok(updated) => {
                 if let Some(old) = updated.released_email {

@@ -4,7 +4,7 @@
 
 use actors::{start_node, CallOptions, NewUser, NodeHandle, UserChanges};
 use cluster_config::Config;
-use playground_proto::{ApiError, NewOrder, OrderAction, OrderItem, OrderStatus};
+use playground_proto::{ApiError, NewOrder, OrderAction, OrderItem, OrderStatus, UserRecord};
 
 async fn node(dir: &std::path::Path) -> NodeHandle {
     let mut config = Config::default();
@@ -61,8 +61,12 @@ async fn a_user_signs_up_orders_pays_and_the_answers_are_typed() {
     assert_eq!(page.next_cursor, None);
 
     let renamed = UserChanges { name: Some("Ada L.".into()), ..UserChanges::default() };
-    let updated = cluster.update_user(&who, &who.user_id, renamed, Some(vec![1]), opts).await.expect("update");
+    let any = |_: &UserRecord, _: &str| Ok(());
+    let updated = cluster.update_user(&who, &who.user_id, renamed, Some(vec![1]), opts, any).await.expect("update");
     assert_eq!((updated.name.as_str(), updated.version), ("Ada L.", 2));
+    let unproven = UserChanges { password: Some("a new password".into()), ..UserChanges::default() };
+    let refused = cluster.update_user(&who, &who.user_id, unproven, None, opts, any).await;
+    assert_eq!(refused.err(), Some(ApiError::CurrentPasswordRequired));
 
     let other = cluster.register(user("bob@example.com")).await.expect("register bob");
     assert_eq!(cluster.get_user(&who, &other.id, opts).await.err(), Some(ApiError::Forbidden));
@@ -93,5 +97,42 @@ async fn what_a_node_acknowledged_is_there_after_a_restart() {
     assert_eq!(who.user_id, user_id);
     let found = node.cluster.get_order(&who, &order_id, CallOptions::default()).await.expect("the order is there");
     assert_eq!(found.items[0].sku, "C-3");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_by_a_password_change_cannot_finish_a_change_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = node(dir.path()).await;
+    let cluster = node.cluster.clone();
+    let opts = CallOptions::default();
+    let any = |_: &UserRecord, _: &str| Ok(());
+    let ada = cluster.register(user("ada@example.com")).await.expect("register");
+    let mine = cluster.login("ada@example.com", "correct horse".into()).await.expect("login");
+    let stolen = cluster.login("ada@example.com", "correct horse".into()).await.expect("login");
+    let me = cluster.authenticate(&mine.token, opts).await.expect("authenticates");
+    // Authenticated before the password changes, as a request already on its way would be.
+    let thief = cluster.authenticate(&stolen.token, opts).await.expect("authenticates");
+
+    let change = UserChanges {
+        password: Some("a new password".into()),
+        current_password: Some("correct horse".into()),
+        ..UserChanges::default()
+    };
+    cluster.update_user(&me, &ada.id, change, None, opts, any).await.expect("the owner changes the password");
+    let late = UserChanges {
+        password: Some("the thief's password".into()),
+        current_password: Some("correct horse".into()),
+        ..UserChanges::default()
+    };
+    let refused = cluster.update_user(&thief, &ada.id, late, None, opts, any).await.err();
+    assert_eq!(refused, Some(ApiError::CurrentPasswordRequired), "the old password proves nothing now");
+    let rename = UserChanges { name: Some("Not Ada".into()), ..UserChanges::default() };
+    let refused = cluster.update_user(&thief, &ada.id, rename, None, opts, any).await.err();
+    assert_eq!(refused, Some(ApiError::Unauthorized), "the ended session changes nothing");
+    let stored = cluster.get_user(&me, &ada.id, opts).await.expect("read");
+    assert_eq!((stored.name.as_str(), stored.version), ("Ada", 2));
+    assert!(cluster.login("ada@example.com", "a new password".into()).await.is_ok());
+    drop(cluster);
     node.stop().await;
 }

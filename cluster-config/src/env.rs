@@ -30,6 +30,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_ARGON2_MEMORY_KIB", "security.argon2_memory_kib"),
     ("PLAYGROUND_ARGON2_ITERATIONS", "security.argon2_iterations"),
     ("PLAYGROUND_ARGON2_PARALLELISM", "security.argon2_parallelism"),
+    ("PLAYGROUND_LOGIN_ACCOUNT_BURST", "security.login_account_burst"),
+    ("PLAYGROUND_LOGIN_ACCOUNT_PERIOD", "security.login_account_period"),
+    ("PLAYGROUND_LOGIN_CLIENT_BURST", "security.login_client_burst"),
+    ("PLAYGROUND_LOGIN_CLIENT_PERIOD", "security.login_client_period"),
     ("PLAYGROUND_MAX_IN_FLIGHT", "limits.max_in_flight"),
     ("PLAYGROUND_REQUEST_TIMEOUT", "limits.request_timeout"),
     ("PLAYGROUND_ENTITY_IDLE_TIMEOUT", "limits.entity_idle_timeout"),
@@ -146,6 +150,12 @@ impl Config {
             "security.argon2_parallelism" => {
                 self.security.argon2_parallelism = parse_num(value, "an integer")?;
             }
+            "security.login_account_burst" => {
+                self.security.login_account_burst = parse_num(value, "an integer")?;
+            }
+            "security.login_account_period" => self.security.login_account_period = duration_str::parse(value)?,
+            "security.login_client_burst" => self.security.login_client_burst = parse_num(value, "an integer")?,
+            "security.login_client_period" => self.security.login_client_period = duration_str::parse(value)?,
             "limits.max_in_flight" => self.limits.max_in_flight = parse_num(value, "an integer")?,
             "limits.request_timeout" => self.limits.request_timeout = duration_str::parse(value)?,
             "limits.entity_idle_timeout" => {
@@ -256,6 +266,10 @@ mod tests {
             ("PLAYGROUND_ARGON2_MEMORY_KIB", "1024"),
             ("PLAYGROUND_ARGON2_ITERATIONS", "3"),
             ("PLAYGROUND_ARGON2_PARALLELISM", "4"),
+            ("PLAYGROUND_LOGIN_ACCOUNT_BURST", "5"),
+            ("PLAYGROUND_LOGIN_ACCOUNT_PERIOD", "2m"),
+            ("PLAYGROUND_LOGIN_CLIENT_BURST", "50"),
+            ("PLAYGROUND_LOGIN_CLIENT_PERIOD", "500ms"),
             ("PLAYGROUND_MAX_IN_FLIGHT", "10"),
             ("PLAYGROUND_REQUEST_TIMEOUT", "250ms"),
             ("PLAYGROUND_ENTITY_IDLE_TIMEOUT", "1m"),
@@ -282,6 +296,10 @@ mod tests {
         assert_eq!(c.security.argon2_memory_kib, 1024);
         assert_eq!(c.security.argon2_iterations, 3);
         assert_eq!(c.security.argon2_parallelism, 4);
+        assert_eq!(c.security.login_account_burst, 5);
+        assert_eq!(c.security.login_account_period, Duration::from_secs(120));
+        assert_eq!(c.security.login_client_burst, 50);
+        assert_eq!(c.security.login_client_period, Duration::from_millis(500));
         assert_eq!(c.limits.max_in_flight, 10);
         assert_eq!(c.limits.request_timeout, Duration::from_millis(250));
         assert_eq!(c.limits.entity_idle_timeout, Duration::from_secs(60));

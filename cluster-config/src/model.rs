@@ -48,6 +48,17 @@ pub const DEFAULT_ARGON2_ITERATIONS: u32 = 2;
 pub const ARGON2_ITERATIONS_RANGE: RangeInclusive<u32> = 1..=16;
 pub const DEFAULT_ARGON2_PARALLELISM: u32 = 1;
 pub const ARGON2_PARALLELISM_RANGE: RangeInclusive<u32> = 1..=16;
+/// Failed logins one account may take at once before it is refused (429): enough for a person who
+/// mistypes, far too few to guess a password that passed the strength rule.
+pub const DEFAULT_LOGIN_ACCOUNT_BURST: u32 = 10;
+/// How often one more failed login is allowed to an account past its burst: the refusal always ends.
+pub const DEFAULT_LOGIN_ACCOUNT_PERIOD: Duration = Duration::from_secs(30);
+/// Failed logins one client address may have at once, over every account it tries: larger than an
+/// account's, since many people may share an address.
+pub const DEFAULT_LOGIN_CLIENT_BURST: u32 = 100;
+pub const DEFAULT_LOGIN_CLIENT_PERIOD: Duration = Duration::from_secs(1);
+pub const LOGIN_BURST_RANGE: RangeInclusive<u32> = 1..=10_000_000;
+pub const LOGIN_PERIOD_RANGE: RangeInclusive<Duration> = Duration::from_millis(1)..=Duration::from_secs(24 * 60 * 60);
 
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub const MAX_IN_FLIGHT_RANGE: RangeInclusive<usize> = 1..=1_000_000;
@@ -354,6 +365,16 @@ pub struct SecurityConfig {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    /// Failed logins an account may take at once; past them, 429 until the period gives one back.
+    pub login_account_burst: u32,
+    /// One failed login given back to an account per this long.
+    #[serde(with = "duration_str")]
+    pub login_account_period: Duration,
+    /// Failed logins one client address may have at once, over every account.
+    pub login_client_burst: u32,
+    /// One failed login given back to a client address per this long.
+    #[serde(with = "duration_str")]
+    pub login_client_period: Duration,
 }
 
 impl Default for SecurityConfig {
@@ -365,6 +386,10 @@ impl Default for SecurityConfig {
             argon2_memory_kib: DEFAULT_ARGON2_MEMORY_KIB,
             argon2_iterations: DEFAULT_ARGON2_ITERATIONS,
             argon2_parallelism: DEFAULT_ARGON2_PARALLELISM,
+            login_account_burst: DEFAULT_LOGIN_ACCOUNT_BURST,
+            login_account_period: DEFAULT_LOGIN_ACCOUNT_PERIOD,
+            login_client_burst: DEFAULT_LOGIN_CLIENT_BURST,
+            login_client_period: DEFAULT_LOGIN_CLIENT_PERIOD,
         }
     }
 }
@@ -387,6 +412,10 @@ impl fmt::Debug for SecurityConfig {
             .field("argon2_memory_kib", &self.argon2_memory_kib)
             .field("argon2_iterations", &self.argon2_iterations)
             .field("argon2_parallelism", &self.argon2_parallelism)
+            .field("login_account_burst", &self.login_account_burst)
+            .field("login_account_period", &self.login_account_period)
+            .field("login_client_burst", &self.login_client_burst)
+            .field("login_client_period", &self.login_client_period)
             .finish()
     }
 }

@@ -6,10 +6,11 @@ use crate::error::ConfigError;
 use crate::model::{
     Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, BODY_READ_TIMEOUT_RANGE,
     DEAD_MEMBER_TIMEOUT_RANGE, ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, H2_MAX_STREAMS_RANGE,
-    HEADER_READ_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, MAX_CONCURRENT_MOVES_RANGE, MAX_CONNECTIONS_RANGE,
-    MAX_IN_FLIGHT_RANGE, MAX_PASSWORD_REQUESTS_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES,
-    NODE_ID_MAX_LEN, RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE,
-    REQUEST_TIMEOUT_RANGE, RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
+    HEADER_READ_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, LOGIN_BURST_RANGE, LOGIN_PERIOD_RANGE,
+    MAX_CONCURRENT_MOVES_RANGE, MAX_CONNECTIONS_RANGE, MAX_IN_FLIGHT_RANGE, MAX_PASSWORD_REQUESTS_RANGE,
+    MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES, NODE_ID_MAX_LEN, RATE_LIMIT_BURST_RANGE,
+    RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE, REQUEST_TIMEOUT_RANGE, RETRY_AFTER_SECS_RANGE,
+    SESSION_TTL_RANGE, SHARDS_RANGE,
 };
 
 impl Config {
@@ -61,6 +62,12 @@ impl Config {
         in_range(sec.argon2_iterations, &ARGON2_ITERATIONS_RANGE).map_err(|m| err("security.argon2_iterations", m))?;
         in_range(sec.argon2_parallelism, &ARGON2_PARALLELISM_RANGE)
             .map_err(|m| err("security.argon2_parallelism", m))?;
+        in_range(sec.login_account_burst, &LOGIN_BURST_RANGE).map_err(|m| err("security.login_account_burst", m))?;
+        in_duration_range(sec.login_account_period, &LOGIN_PERIOD_RANGE)
+            .map_err(|m| err("security.login_account_period", m))?;
+        in_range(sec.login_client_burst, &LOGIN_BURST_RANGE).map_err(|m| err("security.login_client_burst", m))?;
+        in_duration_range(sec.login_client_period, &LOGIN_PERIOD_RANGE)
+            .map_err(|m| err("security.login_client_period", m))?;
 
         let lim = &self.limits;
         in_range(lim.max_in_flight, &MAX_IN_FLIGHT_RANGE).map_err(|m| err("limits.max_in_flight", m))?;

@@ -2,9 +2,23 @@
 //! that a missing field is a 422 naming it, while a wrong JSON type stays a 400 from the decoder. What
 //! passes becomes the validated input of a `Cluster` call.
 
+use std::sync::LazyLock;
+
 use actors::{NewUser, UserChanges};
-use playground_proto::{ApiError, FieldError, NewOrder, OrderItem};
+use email_address::{EmailAddress, Options};
+use playground_proto::{ApiError, FieldError, NewOrder, OrderItem, UserRecord};
+use regex::Regex;
 use serde::Deserialize;
+use zxcvbn::{zxcvbn, Score};
+
+/// zxcvbn's estimate below which a password is refused: a score of 3 takes about 10^8 guesses or more,
+/// out of reach of an online attack and costly offline against argon2id.
+const MIN_PASSWORD_SCORE: Score = Score::Three;
+
+/// Controls (NUL among them) and format characters (zero-width spaces and joiners, direction overrides,
+/// byte order marks): invisible, they would let two addresses that look the same be different accounts.
+static INVISIBLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[\p{Cc}\p{Cf}]").expect("the pattern is a valid regular expression"));
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +34,7 @@ pub struct UpdateUserRequest {
     pub email: Option<String>,
     pub name: Option<String>,
     pub password: Option<String>,
+    pub current_password: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -45,8 +60,14 @@ pub struct ItemRequest {
 }
 
 fn check_email(field: &str, email: &str, errors: &mut Vec<FieldError>) {
+    if INVISIBLE.is_match(email) {
+        errors.push(FieldError::new(field, "must not hold control, zero-width or other invisible characters"));
+        return;
+    }
     let e = email.trim();
-    let ok = e.chars().count() <= 254
+    let rfc = Options::default().with_required_tld().without_domain_literal().without_display_text();
+    let ok = EmailAddress::parse_with_options(e, rfc).is_ok()
+        && e.chars().count() <= 254
         && e.matches('@').count() == 1
         && !e.chars().any(char::is_whitespace)
         && e.split_once('@').is_some_and(|(local, domain)| {
@@ -72,6 +93,40 @@ fn check_password(field: &str, password: &str, errors: &mut Vec<FieldError>) {
     let n = password.chars().count();
     if !(8..=128).contains(&n) {
         errors.push(FieldError::new(field, "must be 8 to 128 characters"));
+    }
+}
+
+/// Refuses a password that is easy to guess: common, a pattern or a sequence, or made of the account's
+/// own email or name (`user_inputs`). Only for a password of an allowed length, which also bounds
+/// zxcvbn's work.
+fn check_strength(field: &str, password: &str, user_inputs: &[&str], errors: &mut Vec<FieldError>) {
+    // The whole input, an email's local part, and each word: a password borrows "ada" and "lovelace"
+    // from "ada.lovelace@example.com" as easily as the whole.
+    let mut inputs: Vec<&str> = user_inputs.iter().map(|s| s.trim()).collect();
+    inputs.extend(user_inputs.iter().filter_map(|s| s.trim().split_once('@')).map(|(local, _)| local));
+    inputs.extend(user_inputs.iter().flat_map(|s| s.split(|c: char| !c.is_alphanumeric())));
+    inputs.retain(|s| !s.is_empty());
+    if zxcvbn(password, &inputs).score() < MIN_PASSWORD_SCORE {
+        errors.push(FieldError::new(
+            field,
+            "is too easy to guess: use a longer passphrase of uncommon words, not a common password, a pattern, or your email or name",
+        ));
+    }
+}
+
+/// The strength rule for a new password of an existing account, judged against the account's email and
+/// name, both as stored and as changed by the same request.
+pub fn password_rules(changes: &UserChanges) -> impl FnOnce(&UserRecord, &str) -> Result<(), ApiError> + '_ {
+    move |current, password| {
+        let mut errors = vec![];
+        let inputs = [
+            current.email.as_str(),
+            current.name.as_str(),
+            changes.email.as_deref().unwrap_or_default(),
+            changes.name.as_deref().unwrap_or_default(),
+        ];
+        check_strength("password", password, &inputs, &mut errors);
+        finish(errors, || ())
     }
 }
 
@@ -101,6 +156,10 @@ impl CreateUserRequest {
         }
         if let Some(p) = required("password", &self.password, &mut errors) {
             check_password("password", p, &mut errors);
+            if errors.iter().all(|e| e.field != "password") {
+                let inputs = [self.email.as_deref().unwrap_or_default(), self.name.as_deref().unwrap_or_default()];
+                check_strength("password", p, &inputs, &mut errors);
+            }
         }
         finish(errors, || NewUser {
             email: self.email.unwrap_or_default().trim().to_owned(),
@@ -129,6 +188,7 @@ impl UpdateUserRequest {
             email: self.email.map(|e| e.trim().to_owned()),
             name: self.name.map(|n| n.trim().to_owned()),
             password: self.password,
+            current_password: self.current_password,
         })
     }
 }
@@ -215,7 +275,7 @@ mod tests {
             let r = CreateUserRequest {
                 email: Some(good.into()),
                 name: Some("A".into()),
-                password: Some("12345678".into()),
+                password: Some("plum anchor velvet 42".into()),
             };
             assert!(r.validate().is_ok(), "{good}");
         }
@@ -223,10 +283,61 @@ mod tests {
             let r = CreateUserRequest {
                 email: Some(bad.into()),
                 name: Some("A".into()),
-                password: Some("12345678".into()),
+                password: Some("plum anchor velvet 42".into()),
             };
             assert_eq!(fields(r.validate().expect_err(bad)), vec!["email"], "{bad}");
         }
+    }
+
+    #[test]
+    fn invisible_characters_never_pass_in_an_email() {
+        for bad in [
+            "a\u{200B}b@example.com",
+            "ab@exa\u{200D}mple.com",
+            "a\0b@example.com",
+            "\u{FEFF}ab@example.com",
+            "ab@example.com\u{202E}",
+            "a\u{7}b@example.com",
+            "ab@example.com\n",
+            "a\u{AD}b@example.com",
+        ] {
+            let r = CreateUserRequest {
+                email: Some(bad.into()),
+                name: Some("A".into()),
+                password: Some("plum anchor velvet 42".into()),
+            };
+            assert_eq!(fields(r.validate().expect_err(bad)), vec!["email"], "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_and_strong_ones_pass() {
+        let with = |email: &str, name: &str, password: &str| CreateUserRequest {
+            email: Some(email.into()),
+            name: Some(name.into()),
+            password: Some(password.into()),
+        };
+        for weak in ["12345678", "password", "password1", "qwertyuiop", "iloveyou", "aaaaaaaaaaaa", "abcdefgh12"] {
+            let r = with("ada@example.com", "Ada", weak);
+            assert_eq!(fields(r.validate().expect_err(weak)), vec!["password"], "{weak}");
+        }
+        let own = with("margaret.hamilton@example.com", "Margaret Hamilton", "margaret.hamilton");
+        assert_eq!(fields(own.validate().expect_err("own name")), vec!["password"]);
+        for strong in ["plum anchor velvet 42", "correct horse battery", "Tr0ub4dor&3-kayak-mist"] {
+            assert!(with("ada@example.com", "Ada", strong).validate().is_ok(), "{strong}");
+        }
+        let current = UserRecord {
+            id: "u".into(),
+            email: "grace.hopper@example.com".into(),
+            name: "Grace Hopper".into(),
+            password_hash: String::new(),
+            created_at: 0,
+            updated_at: 0,
+            version: 1,
+        };
+        let changes = UserChanges::default();
+        assert!(password_rules(&changes)(&current, "gracehopper").is_err(), "the stored name counts");
+        assert!(password_rules(&changes)(&current, "plum anchor velvet 42").is_ok());
     }
 
     #[test]

@@ -115,6 +115,15 @@ fn page(query: &str) -> Result<Page, Problem> {
     Ok(page)
 }
 
+/// A login, or a change that sends a current password, refused for the wrong passwords before it, with
+/// the seconds until one more may be tried.
+fn too_many_failures(wait: u32) -> Problem {
+    crate::metrics::LOGINS_THROTTLED.inc();
+    let mut p = Problem::new(ErrorCode::RateLimited, "too many wrong passwords for this account or from this address");
+    p.retry_after = Some(wait);
+    p
+}
+
 /// Lets the call through only with the admin token from configuration.
 fn admin_only(gw: &Gateway, req: &Request) -> Result<(), Problem> {
     let admitted = match (&gw.config.admin_token, bearer(req)) {
@@ -182,7 +191,16 @@ pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Prob
         }
         ("POST", "/v1/sessions") => {
             let (email, password) = parse_json::<LoginRequest>(&req.body)?.validate()?;
-            let session = NewSessionView::from(&cluster.login(&email, password).await?);
+            let key = playground_proto::email_key(&email);
+            gw.login_throttle.admit(&key, req.client).map_err(too_many_failures)?;
+            let session = match cluster.login(&email, password).await {
+                Ok(session) => NewSessionView::from(&session),
+                Err(ApiError::InvalidCredentials) => {
+                    gw.login_throttle.failed(&key, req.client).map_err(too_many_failures)?;
+                    return Err(ApiError::InvalidCredentials.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             return Ok(Answer::json(StatusCode::CREATED, &session).location("/v1/sessions/current".to_owned()));
         }
         _ => {}
@@ -194,7 +212,25 @@ pub(crate) async fn dispatch(gw: &Gateway, req: &Request) -> Result<Answer, Prob
         ("PATCH", "/v1/users/{id}") => {
             let changes = parse_json::<UpdateUserRequest>(&req.body)?.validate()?;
             let who = cluster.authenticate(token, CallOptions::default()).await?;
-            let user = UserView::from(&cluster.update_user(&who, param(req), changes, if_match(req), opts).await?);
+            // Guessing the current password with a stolen session is throttled like guessing it at login,
+            // under a key of its own: the account's id.
+            let proof = changes.current_password.is_some().then(|| format!("user/{}", who.user_id));
+            if let Some(key) = &proof {
+                gw.login_throttle.admit(key, req.client).map_err(too_many_failures)?;
+            }
+            let rules = crate::api::password_rules(&changes);
+            let updated = match cluster.update_user(&who, param(req), changes.clone(), if_match(req), opts, rules).await
+            {
+                Ok(updated) => updated,
+                Err(ApiError::CurrentPasswordRequired) => {
+                    if let Some(key) = &proof {
+                        gw.login_throttle.failed(key, req.client).map_err(too_many_failures)?;
+                    }
+                    return Err(ApiError::CurrentPasswordRequired.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let user = UserView::from(&updated);
             Ok(Answer::json(StatusCode::OK, &user).etag(user.version))
         }
         ("POST", "/v1/orders") => {
@@ -279,7 +315,15 @@ mod tests {
     fn req_with(header: (&'static str, &'static str)) -> Request {
         let mut headers = http::HeaderMap::new();
         headers.insert(header.0, http::HeaderValue::from_static(header.1));
-        Request { method: "GET", template: "/", param: None, query: String::new(), headers, body: bytes::Bytes::new() }
+        Request {
+            method: "GET",
+            template: "/",
+            param: None,
+            query: String::new(),
+            headers,
+            body: bytes::Bytes::new(),
+            client: None,
+        }
     }
 
     #[test]

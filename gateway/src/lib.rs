@@ -14,6 +14,7 @@ mod api;
 mod client_addr;
 mod handlers;
 mod listener;
+mod login_throttle;
 mod metrics;
 mod problem;
 mod rate_limit;
@@ -35,6 +36,7 @@ use warp::Filter;
 
 pub use client_addr::TrustedProxies;
 pub use listener::serve;
+pub use login_throttle::LoginLimits;
 pub use problem::Problem;
 pub use routes::{match_route, RouteMatch, ROUTES};
 pub use views::rfc3339;
@@ -65,6 +67,7 @@ pub struct GatewayConfig {
     pub http: cluster_config::HttpConfig,
     /// Whose `Forwarded` / `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
+    pub login_limits: LoginLimits,
 }
 
 pub struct Gateway {
@@ -74,6 +77,7 @@ pub struct Gateway {
     /// Taken by the requests that hash a password, on top of their in-flight slot.
     password_requests: tokio::sync::Semaphore,
     rate_limit: Option<rate_limit::RateLimiter>,
+    login_throttle: login_throttle::LoginThrottle,
 }
 
 impl Gateway {
@@ -82,7 +86,8 @@ impl Gateway {
         let in_flight = tokio::sync::Semaphore::new(config.max_in_flight);
         let rate_limit = rate_limit::RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
         let password_requests = tokio::sync::Semaphore::new(config.max_password_requests);
-        Arc::new(Self { cluster, config, in_flight, password_requests, rate_limit })
+        let login_throttle = login_throttle::LoginThrottle::new(config.login_limits);
+        Arc::new(Self { cluster, config, in_flight, password_requests, rate_limit, login_throttle })
     }
 }
 
@@ -152,6 +157,8 @@ pub(crate) struct Request {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The client's address, as the rate limit sees it.
+    pub client: Option<IpAddr>,
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -326,7 +333,7 @@ where
     };
     metrics::IN_FLIGHT.inc();
     let _gauge = scopeguard(|| metrics::IN_FLIGHT.dec());
-    let req = Request { method: m.method, template: m.template, param: m.param, query, headers, body };
+    let req = Request { method: m.method, template: m.template, param: m.param, query, headers, body, client };
     // Each cluster call has its own timeout; this bounds a request made of several calls.
     let deadline = gw.config.request_timeout * 3;
     match tokio::time::timeout(deadline, handlers::dispatch(gw, &req)).await {

@@ -109,12 +109,23 @@ pub static BODY_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+pub static LOGINS_THROTTLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "playground_http_logins_throttled_total",
+            "Logins refused with 429 because their account or client address had too many failed logins.",
+        )
+        .expect("valid metric"),
+    )
+});
+
 pub fn init() {
     LazyLock::force(&CONNECTIONS);
     LazyLock::force(&CONNECTIONS_REFUSED);
     LazyLock::force(&CONNECTION_ERRORS);
     LazyLock::force(&BODY_TIMEOUTS);
     LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&LOGINS_THROTTLED);
     LazyLock::force(&REQUESTS);
     LazyLock::force(&DURATION);
     LazyLock::force(&IN_FLIGHT);

@@ -79,6 +79,12 @@ async fn serve(config: Config, kind: Kind) -> Result<()> {
             http: config.http.clone(),
             trusted_proxies: gateway::TrustedProxies::parse(&config.http.trusted_proxies)
                 .map_err(|e| anyhow::anyhow!("http.trusted_proxies: {e}"))?,
+            login_limits: gateway::LoginLimits {
+                account_burst: config.security.login_account_burst,
+                account_period: config.security.login_account_period,
+                client_burst: config.security.login_client_burst,
+                client_period: config.security.login_client_period,
+            },
         },
     );
     tracing::info!(id = %config.node.id, http = %addr, shards = config.cluster.shards, "ready");

@@ -113,7 +113,7 @@ async fn overload_is_shed_with_503_and_retry_after() {
                 api.post(
                     "/v1/users",
                     None,
-                    &json!({"email": format!("load{i}@example.com"), "name": "L", "password": "12345678"}),
+                    &json!({"email": format!("load{i}@example.com"), "name": "L", "password": "plum anchor velvet 42"}),
                 )
                 .await
             })
@@ -149,7 +149,11 @@ async fn a_request_past_its_deadline_is_504() {
     let c = TestCluster::start(BIN.as_ref(), &env).expect("node starts");
     let api = Api::new(&c.node.url);
     let r = api
-        .post("/v1/users", None, &json!({"email": "slow@example.com", "name": "S", "password": "12345678"}))
+        .post(
+            "/v1/users",
+            None,
+            &json!({"email": "slow@example.com", "name": "S", "password": "plum anchor velvet 42"}),
+        )
         .await
         .expect("post");
     assert_eq!((r.status, r.code().as_str()), (504, "timeout"), "{}", r.text);
@@ -210,7 +214,7 @@ async fn logs_never_hold_passwords_hashes_or_tokens() {
         Method::PATCH,
         &format!("/v1/users/{id}"),
         Some(&token),
-        Some(&json!({"password": "another-secret-pass"})),
+        Some(&json!({"password": "another-secret-pass", "current_password": password})),
         &[("x-fault-inject", "panic")],
     )
     .await

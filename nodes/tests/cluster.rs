@@ -37,7 +37,11 @@ async fn the_api_works_through_both_gateways() {
     let (g1, g2) = (c.gateway(0), c.gateway(1));
     let id = g1.register("both@example.com", "correct horse battery").await.expect("register via gateway 1");
     let dup = g2
-        .post("/v1/users", None, &json!({"email": "BOTH@example.com", "name": "D", "password": "12345678"}))
+        .post(
+            "/v1/users",
+            None,
+            &json!({"email": "BOTH@example.com", "name": "D", "password": "plum anchor velvet 42"}),
+        )
         .await
         .expect("post");
     assert_eq!((dup.status, dup.code().as_str()), (409, "email_taken"));
@@ -101,8 +105,12 @@ async fn races_over_both_gateways_have_one_winner() {
         .map(|i| {
             let api = gateways[i % 2].clone();
             tokio::spawn(async move {
-                api.post("/v1/users", None, &json!({"email": "race@example.com", "name": "R", "password": "12345678"}))
-                    .await
+                api.post(
+                    "/v1/users",
+                    None,
+                    &json!({"email": "race@example.com", "name": "R", "password": "plum anchor velvet 42"}),
+                )
+                .await
             })
         })
         .collect();

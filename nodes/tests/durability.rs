@@ -101,7 +101,7 @@ async fn a_clean_stop_and_restart_keeps_everything() {
         .post(
             "/v1/users",
             None,
-            &serde_json::json!({"email": "restart@example.com", "name": "X", "password": "12345678"}),
+            &serde_json::json!({"email": "restart@example.com", "name": "X", "password": "plum anchor velvet 42"}),
         )
         .await
         .expect("post");

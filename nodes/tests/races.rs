@@ -21,7 +21,12 @@ async fn sixteen_registrations_of_one_email_give_one_user() {
                 let email =
                     if i % 2 == 0 { format!("race{round}@example.com") } else { format!(" RACE{round}@Example.com ") };
                 tokio::spawn(async move {
-                    api.post("/v1/users", None, &json!({"email": email, "name": "R", "password": "12345678"})).await
+                    api.post(
+                        "/v1/users",
+                        None,
+                        &json!({"email": email, "name": "R", "password": "plum anchor velvet 42"}),
+                    )
+                    .await
                 })
             })
             .collect();

@@ -171,6 +171,9 @@ pub enum ApiError {
     /// A drain the cluster cannot carry out: the other members could not hold every shard's replicas.
     #[error("{0}")]
     CannotDrain(String),
+    /// A change of email or password without the right current password; which of the two never shows.
+    #[error("changing the email or the password takes the account's current password")]
+    CurrentPasswordRequired,
 }
 
 impl ApiError {
@@ -194,6 +197,7 @@ impl ApiError {
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Timeout => ErrorCode::Timeout,
             ApiError::CannotDrain(_) => ErrorCode::CannotDrain,
+            ApiError::CurrentPasswordRequired => ErrorCode::Forbidden,
         }
     }
 }

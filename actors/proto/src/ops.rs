@@ -71,6 +71,19 @@ pub struct UpdateUser {
     pub now: Millis,
 }
 
+/// [`UpdateUser`] on behalf of the session `keep_session`, and with a new password also the end of every
+/// other session of the user, in the same log entry: a stolen session does not outlive the password
+/// change. Refused when `keep_session` ended meanwhile, or when the password changed since the current
+/// password was checked against `proven_hash`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateAccount {
+    pub changes: UserChangeSet,
+    pub if_match: Option<Vec<u64>>,
+    pub now: Millis,
+    pub keep_session: String,
+    pub proven_hash: Option<String>,
+}
+
 /// The updated user, and the email it no longer holds (for the caller to release).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserUpdated {
@@ -237,6 +250,7 @@ ops! {
     ListSessions: User -> Vec<SessionRecord>, read;
     DeleteSession: User -> (), write;
     ListOrders: User -> OrderList, read;
+    UpdateAccount: User -> UserUpdated, write;
     GetOrder: Order -> OrderRecord, read;
     TransitionOrder: Order -> OrderRecord, write;
     ClaimEmail: Email -> ClaimOutcome, write;
@@ -281,6 +295,7 @@ macro_rules! for_each_op {
                 DeleteSession,
                 CreateOrder,
                 ListOrders,
+                UpdateAccount,
             }
             Order => OrderOp { GetOrder, TransitionOrder }
             Email => EmailOp { ClaimEmail, TakeoverEmail, LookupEmail, ReleaseEmail }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use playground_proto::ops::{
     Authenticate, CreateOrder, CreateSession, CreateUser, Credentials, DeleteSession, DeleteUser, GetUser, ListOrders,
-    ListSessions, OrderCreated, OrderList, OwnsEmail, UpdateUser, UserChangeSet, UserUpdated,
+    ListSessions, OrderCreated, OrderList, OwnsEmail, UpdateAccount, UpdateUser, UserChangeSet, UserUpdated,
 };
 use playground_proto::{
     email_key, new_id, now_millis, ApiError, HistoryEntry, IdempotencyRecord, LogEntry, Millis, NewOrder, OrderRecord,
@@ -84,7 +84,21 @@ impl Handles<GetUser> for UserKind {
 
 impl Handles<UpdateUser> for UserKind {
     async fn handle(ctx: &EntityCtx, _key: &str, st: &mut UserState, op: UpdateUser) -> Answer<UpdateUser> {
-        update(ctx, st, op.changes, op.if_match, op.now).await
+        update(ctx, st, op.changes, op.if_match, op.now, None).await
+    }
+}
+
+impl Handles<UpdateAccount> for UserKind {
+    async fn handle(ctx: &EntityCtx, _key: &str, st: &mut UserState, op: UpdateAccount) -> Answer<UpdateAccount> {
+        // A session revoked while its request was on the way (by a password change elsewhere) must not
+        // get to change the account after all.
+        if !st.sessions.contains_key(&op.keep_session) {
+            return Err(ApiError::Unauthorized.into());
+        }
+        if op.proven_hash.is_some_and(|h| st.active().map(|u| u.password_hash != h).unwrap_or(true)) {
+            return Err(ApiError::CurrentPasswordRequired.into());
+        }
+        update(ctx, st, op.changes, op.if_match, op.now, Some(&op.keep_session)).await
     }
 }
 
@@ -171,6 +185,7 @@ async fn update(
     changes: UserChangeSet,
     if_match: Option<Vec<u64>>,
     now: Millis,
+    keep_session: Option<&str>,
 ) -> Result<UserUpdated, ShardError> {
     let current = st.active()?;
     if if_match.as_ref().is_some_and(|ok| !ok.contains(&current.version)) {
@@ -187,6 +202,10 @@ async fn update(
     if let Some(name) = changes.name {
         next.name = name;
     }
+    let revoked: Vec<String> = match (&changes.password_hash, keep_session) {
+        (Some(_), Some(keep)) => st.sessions.keys().filter(|sid| *sid != keep).cloned().collect(),
+        _ => vec![],
+    };
     if let Some(hash) = changes.password_hash {
         next.password_hash = hash;
     }
@@ -195,8 +214,15 @@ async fn update(
     let slot = UserSlot::Active(next.clone());
     let mut entry = LogEntry::default();
     entry.put(user_key(&next.id), &slot);
+    for sid in &revoked {
+        entry.delete(session_key(&next.id, sid));
+    }
     ctx.commit(entry).await?;
     st.slot = Some(slot);
+    for sid in &revoked {
+        st.sessions.remove(sid);
+        st.persisted_seen.remove(sid);
+    }
     Ok(UserUpdated { user: next, released_email: released })
 }
 
