@@ -1,6 +1,12 @@
 //! The shard actor: the supervisor and router of one shard's entities. It activates an entity on its
 //! first command, passivates it when idle, and restarts it (state reloaded from the store) when it fails.
 //!
+//! Memory stays bounded whatever keys clients name. A command for an entity with nothing stored whose
+//! operation writes nothing there (`Handles::ABSENT_NOOP`: a read, a session check, an action on an
+//! unknown order) is answered here on the state just loaded, and no actor is left holding "nothing".
+//! Past `max_entities` live instances, the least recently used idle one (no command in flight) is
+//! passivated as if its idle timeout had passed; it comes back from the store on its next command.
+//!
 //! Single-writer rule: at most one instance of an entity runs at a time. A passivating entity is sent
 //! `Stop` behind the commands already forwarded to it; commands that arrive meanwhile wait here until it
 //! has terminated, then go to a fresh instance.
@@ -11,6 +17,7 @@
 //! state machine.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +66,8 @@ pub struct Shard;
 pub struct ShardArgs {
     pub ctx: Arc<EntityCtx>,
     pub idle_timeout: Duration,
+    /// Live entity instances kept at most (`limits.max_entities_per_shard`).
+    pub max_entities: usize,
 }
 
 pub struct ShardState {
@@ -66,6 +75,7 @@ pub struct ShardState {
     /// The leadership term the live entities were activated in.
     term: u64,
     idle_timeout: Duration,
+    max_entities: usize,
     users: Children<UserKind>,
     orders: Children<OrderKind>,
     emails: Children<EmailKind>,
@@ -77,6 +87,8 @@ struct Child<K: EntityKind> {
     stopping: bool,
     waiting: Vec<Cmd<K>>,
     restarts: VecDeque<Instant>,
+    /// Commands handed to this instance and not finished yet: only an instance at zero is evicted.
+    in_flight: Arc<AtomicUsize>,
 }
 
 struct Children<K: EntityKind> {
@@ -94,8 +106,9 @@ impl<K: EntityKind> Children<K> {
         sup: &ActorCell,
         ctx: &Arc<EntityCtx>,
         key: &str,
+        state: Option<K::State>,
     ) -> Result<ActorRef<EntityMsg<K>>, ApiError> {
-        let args = EntityArgs { ctx: ctx.clone(), key: key.to_owned() };
+        let args = EntityArgs { ctx: ctx.clone(), key: key.to_owned(), state };
         match EntityActor::<K>::spawn_linked(None, EntityActor::default(), args, sup.clone()).await {
             Ok((actor, _)) => {
                 self.keys.insert(actor.get_id(), key.to_owned());
@@ -109,13 +122,14 @@ impl<K: EntityKind> Children<K> {
         }
     }
 
-    async fn deliver(&mut self, sup: &ActorCell, ctx: &Arc<EntityCtx>, key: String, cmd: Cmd<K>) {
+    async fn deliver(&mut self, sup: &ActorCell, ctx: &Arc<EntityCtx>, key: String, mut cmd: Cmd<K>) {
         if let Some(child) = self.live.get_mut(&key) {
             if child.stopping {
                 child.waiting.push(cmd);
                 return;
             }
             child.last_used = Instant::now();
+            cmd.track(&child.in_flight);
             match child.actor.cast(EntityMsg::Command(cmd)) {
                 Ok(()) => return,
                 // The instance died and its failure is still on the way here: a new one takes over, which
@@ -128,7 +142,24 @@ impl<K: EntityKind> Children<K> {
                 Err(_) => return,
             }
         }
-        self.activate(sup, ctx, key, vec![cmd], VecDeque::new()).await;
+        // No instance runs, so none can be writing this key: what the store holds is the entity's state.
+        let state = match K::load(ctx, &key) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(kind = K::KIND, key, error = %e, "entity failed to load");
+                cmd.fail(ApiError::Unavailable(format!("the {} entity could not be loaded", K::KIND)).into());
+                return;
+            }
+        };
+        if K::is_absent(&state) && cmd.answerable_without_actor() {
+            // The shard passed the same leadership check as for a live entity, so "absent" is as
+            // linearizable as any other answer; the state is dropped with the command answered.
+            metrics::ABSENT_ANSWERS.with_label_values(&[K::KIND]).inc();
+            let mut state = state;
+            cmd.run_detached(ctx, &key, &mut state).await;
+            return;
+        }
+        self.activate(sup, ctx, key, vec![cmd], VecDeque::new(), Some(state)).await;
     }
 
     /// Starts an instance for `key` and hands it `commands`; if it cannot start, they are answered with
@@ -140,13 +171,17 @@ impl<K: EntityKind> Children<K> {
         key: String,
         commands: Vec<Cmd<K>>,
         restarts: VecDeque<Instant>,
+        state: Option<K::State>,
     ) {
-        match self.spawn(sup, ctx, &key).await {
+        match self.spawn(sup, ctx, &key, state).await {
             Ok(actor) => {
-                for cmd in commands {
+                let in_flight = Arc::new(AtomicUsize::new(0));
+                for mut cmd in commands {
+                    cmd.track(&in_flight);
                     let _ = actor.cast(EntityMsg::Command(cmd));
                 }
-                let child = Child { actor, last_used: Instant::now(), stopping: false, waiting: vec![], restarts };
+                let child =
+                    Child { actor, last_used: Instant::now(), stopping: false, waiting: vec![], restarts, in_flight };
                 self.live.insert(key, child);
             }
             Err(e) => {
@@ -179,6 +214,30 @@ impl<K: EntityKind> Children<K> {
         }
     }
 
+    /// Instances not on their way out.
+    fn running(&self) -> usize {
+        self.live.values().filter(|c| !c.stopping).count()
+    }
+
+    /// The least recently used instance with no command in flight that is not stopping already.
+    fn least_recent_idle(&self) -> Option<(Instant, &str)> {
+        self.live
+            .iter()
+            .filter(|(_, c)| !c.stopping && c.in_flight.load(Ordering::Acquire) == 0)
+            .map(|(key, c)| (c.last_used, key.as_str()))
+            .min()
+    }
+
+    /// Passivates `key` to make room: `Stop` goes behind the mailbox, which holds no command since the
+    /// instance is idle, and whatever arrives for it meanwhile waits for a fresh instance.
+    fn evict(&mut self, key: &str) {
+        if let Some(child) = self.live.get_mut(key) {
+            child.stopping = true;
+            let _ = child.actor.cast(EntityMsg::Stop);
+            metrics::EVICTIONS.with_label_values(&[K::KIND]).inc();
+        }
+    }
+
     /// Handles the end of one of this kind's children; false when the actor is not one of them.
     async fn ended(&mut self, sup: &ActorCell, ctx: &Arc<EntityCtx>, id: ActorId, failure: Option<String>) -> bool {
         let Some(key) = self.keys.remove(&id) else { return false };
@@ -206,7 +265,7 @@ impl<K: EntityKind> Children<K> {
             return true;
         }
         let waiting = std::mem::take(&mut child.waiting);
-        self.activate(sup, ctx, key, waiting, child.restarts).await;
+        self.activate(sup, ctx, key, waiting, child.restarts, None).await;
         true
     }
 }
@@ -226,6 +285,29 @@ impl ShardState {
         self.emails.stop_all(err());
         self.term = term;
     }
+
+    /// Passivates least recently used idle instances while more than `max_entities` run. With every
+    /// instance busy the shard stays over the cap for a moment rather than cut a command short.
+    fn enforce_cap(&mut self) {
+        let total = self.users.live.len() + self.orders.live.len() + self.emails.live.len();
+        if total <= self.max_entities {
+            return;
+        }
+        let running = self.users.running() + self.orders.running() + self.emails.running();
+        for _ in self.max_entities..running {
+            let candidates = [
+                self.users.least_recent_idle().map(|(t, k)| (t, 0, k.to_owned())),
+                self.orders.least_recent_idle().map(|(t, k)| (t, 1, k.to_owned())),
+                self.emails.least_recent_idle().map(|(t, k)| (t, 2, k.to_owned())),
+            ];
+            let Some((_, kind, key)) = candidates.into_iter().flatten().min() else { return };
+            match kind {
+                0 => self.users.evict(&key),
+                1 => self.orders.evict(&key),
+                _ => self.emails.evict(&key),
+            }
+        }
+    }
 }
 
 impl Actor for Shard {
@@ -241,6 +323,7 @@ impl Actor for Shard {
             term: args.ctx.log.leadership(args.ctx.shard).term,
             ctx: args.ctx,
             idle_timeout: args.idle_timeout,
+            max_entities: args.max_entities,
             users: Children::new(),
             orders: Children::new(),
             emails: Children::new(),
@@ -269,6 +352,7 @@ impl Actor for Shard {
                     LocalCall::Order(key, cmd) => st.orders.deliver(&sup, &st.ctx, key, cmd).await,
                     LocalCall::Email(key, cmd) => st.emails.deliver(&sup, &st.ctx, key, cmd).await,
                 }
+                st.enforce_cap();
             }
             ShardMsg::Sweep => {
                 let term = st.ctx.log.leadership(st.ctx.shard).term;
@@ -301,6 +385,8 @@ impl Actor for Shard {
         if !known {
             tracing::warn!(actor = %id, "supervision event from an actor this shard does not know");
         }
+        // A restart, or commands that waited for a stopping instance, may have started one more.
+        st.enforce_cap();
         Ok(())
     }
 }
