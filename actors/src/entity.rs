@@ -97,7 +97,15 @@ pub trait Handles<O: Op>: EntityKind {
 /// One operation and the port its answer goes to, with their types erased behind one trait so that a
 /// kind's mailbox holds commands of every operation it handles.
 trait Erased<K: EntityKind>: Send {
-    fn run<'a>(self: Box<Self>, ctx: &'a EntityCtx, key: &'a str, state: &'a mut K::State) -> BoxFuture<'a, ()>;
+    /// Runs the operation and answers it; `in_flight` is released just before the answer goes out, so
+    /// that a caller holding its answer finds the entity idle.
+    fn run<'a>(
+        self: Box<Self>,
+        ctx: &'a EntityCtx,
+        key: &'a str,
+        state: &'a mut K::State,
+        in_flight: Option<InFlight>,
+    ) -> BoxFuture<'a, ()>;
     fn fail(self: Box<Self>, error: ShardError);
 }
 
@@ -107,9 +115,16 @@ struct Typed<O: Op> {
 }
 
 impl<K: Handles<O>, O: Op> Erased<K> for Typed<O> {
-    fn run<'a>(self: Box<Self>, ctx: &'a EntityCtx, key: &'a str, state: &'a mut K::State) -> BoxFuture<'a, ()> {
+    fn run<'a>(
+        self: Box<Self>,
+        ctx: &'a EntityCtx,
+        key: &'a str,
+        state: &'a mut K::State,
+        in_flight: Option<InFlight>,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let answer = K::handle(ctx, key, state, self.op).await;
+            drop(in_flight);
             // The caller may have given up waiting; the outcome stands all the same.
             let _ = self.reply.send(answer);
         })
@@ -174,7 +189,7 @@ impl<K: EntityKind> Cmd<K> {
 
     /// Runs the command on `state`, outside any entity actor.
     pub async fn run_detached(self, ctx: &EntityCtx, key: &str, state: &mut K::State) {
-        self.inner.run(ctx, key, state).await;
+        self.inner.run(ctx, key, state, self.in_flight).await;
     }
 
     /// Counts the command in `count` until it is done.
@@ -244,7 +259,7 @@ impl<K: EntityKind> Actor for EntityActor<K> {
                     // is unknown, and nothing was written.
                     panic!("injected panic in {} entity {}", K::KIND, st.key);
                 }
-                cmd.inner.run(&st.ctx, &st.key, &mut st.state).await;
+                cmd.inner.run(&st.ctx, &st.key, &mut st.state, cmd.in_flight).await;
             }
             EntityMsg::Stop => myself.stop(Some("passivated".into())),
         }

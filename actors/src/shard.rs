@@ -362,6 +362,8 @@ impl Actor for Shard {
                 st.users.sweep(st.idle_timeout);
                 st.orders.sweep(st.idle_timeout);
                 st.emails.sweep(st.idle_timeout);
+                // Instances that were all busy when the cap was passed may be idle by now.
+                st.enforce_cap();
             }
         }
         Ok(())
@@ -388,5 +390,108 @@ impl Actor for Shard {
         // A restart, or commands that waited for a stopping instance, may have started one more.
         st.enforce_cap();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use futures::future::BoxFuture;
+    use playground_proto::ops::{CreateUser, GetUser};
+    use playground_proto::{LogEntry, LogIndex, ShardId, UserRecord};
+    use ractor::concurrency::oneshot;
+    use shardlog::{LocalLog, ShardLog, Store, StoreError};
+    use tokio::sync::{Notify, Semaphore};
+
+    use super::*;
+    use crate::entity::Settings;
+
+    /// The local log, except that its first append says it has begun and waits until the test opens
+    /// the gate.
+    struct GatedLog {
+        inner: LocalLog,
+        held: AtomicBool,
+        begun: Arc<Notify>,
+        gate: Arc<Semaphore>,
+    }
+
+    impl ShardLog for GatedLog {
+        fn append(&self, shard: ShardId, entry: LogEntry) -> BoxFuture<'static, Result<LogIndex, StoreError>> {
+            let hold = !self.held.swap(true, Ordering::SeqCst);
+            let (begun, gate, inner) = (self.begun.clone(), self.gate.clone(), self.inner.append(shard, entry));
+            Box::pin(async move {
+                if hold {
+                    begun.notify_one();
+                    let _ = gate.acquire().await;
+                }
+                inner.await
+            })
+        }
+    }
+
+    fn user(id: &str) -> UserRecord {
+        UserRecord {
+            id: id.into(),
+            email: format!("{id}@example.com"),
+            name: id.into(),
+            password_hash: "h".into(),
+            created_at: 1,
+            updated_at: 1,
+            version: 1,
+        }
+    }
+
+    fn activations() -> u64 {
+        metrics::ACTIVATIONS.with_label_values(&["user"]).get()
+    }
+
+    async fn get(shard: &ActorRef<ShardMsg>, key: &str) -> Result<UserRecord, ShardError> {
+        let (tx, rx) = oneshot();
+        let cmd = Cmd::<UserKind>::new(GetUser, tx.into(), false);
+        shard.cast(ShardMsg::Call(LocalCall::User(key.into(), cmd))).expect("the shard takes calls");
+        rx.await.expect("an answer")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cap_evicts_an_idle_entity_never_one_with_a_command_in_flight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1).expect("store");
+        let (begun, gate) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
+        let log = GatedLog {
+            inner: LocalLog::new(store.clone(), "n1"),
+            held: AtomicBool::new(false),
+            begun: begun.clone(),
+            gate: gate.clone(),
+        };
+        let ctx = Arc::new(EntityCtx { shard: 0, store, log: Arc::new(log), settings: Arc::new(Settings::default()) });
+        let args = ShardArgs { ctx, idle_timeout: Duration::from_secs(300), max_entities: 1 };
+        let (shard, _) = Shard::spawn(None, Shard, args).await.expect("the shard starts");
+
+        // "a" is created first, so it is the least recently used, but its write is held in flight.
+        let (tx_a, rx_a) = oneshot();
+        let create_a = Cmd::<UserKind>::new(CreateUser { user: user("a") }, tx_a.into(), false);
+        shard.cast(ShardMsg::Call(LocalCall::User("a".into(), create_a))).expect("the shard takes calls");
+        begun.notified().await;
+        let (tx_b, rx_b) = oneshot();
+        let create_b = Cmd::<UserKind>::new(CreateUser { user: user("b") }, tx_b.into(), false);
+        shard.cast(ShardMsg::Call(LocalCall::User("b".into(), create_b))).expect("the shard takes calls");
+        assert_eq!(rx_b.await.expect("an answer").expect("b is created").id, "b");
+
+        // An absent user is answered without an actor, and the call makes the shard enforce its cap:
+        // "b" is idle, "a" is not. The cap is enforced after the answer goes out: the answer to a second
+        // call says that the shard is done with the first.
+        for nobody in ["nobody", "nobody-else"] {
+            assert_eq!(get(&shard, nobody).await.err(), Some(ApiError::NotFound("user".into()).into()));
+        }
+        gate.add_permits(1);
+        assert_eq!(rx_a.await.expect("an answer").expect("a's write completes").id, "a");
+
+        let before = activations();
+        assert_eq!(get(&shard, "a").await.expect("a").name, "a");
+        assert_eq!(activations(), before, "a was never evicted: it answers from its live instance");
+        assert_eq!(get(&shard, "b").await.expect("b comes back from the store").email, "b@example.com");
+        assert_eq!(activations(), before + 1, "b was evicted and loaded again");
+        shard.stop(None);
     }
 }
