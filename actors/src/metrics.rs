@@ -44,6 +44,32 @@ pub static RESTARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static EVICTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "playground_actor_evictions_total",
+                "Idle entity actors passivated because their shard reached limits.max_entities_per_shard, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub static ABSENT_ANSWERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "playground_actor_absent_answers_total",
+                "Commands for an entity with nothing stored answered by its shard without activating an actor, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 pub static ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     registered(
         IntGaugeVec::new(Opts::new("playground_actor_active", "Entity actors alive now, by kind."), &["kind"])
@@ -71,6 +97,8 @@ pub fn init() {
         ACTIVATIONS.with_label_values(&[kind]);
         PASSIVATIONS.with_label_values(&[kind]);
         RESTARTS.with_label_values(&[kind]);
+        EVICTIONS.with_label_values(&[kind]);
+        ABSENT_ANSWERS.with_label_values(&[kind]);
         ACTIVE.with_label_values(&[kind]);
     }
     RESTARTS.with_label_values(&["shard"]);

@@ -1,6 +1,12 @@
 //! The shard actor: the supervisor and router of one shard's entities. It activates an entity on its
 //! first command, passivates it when idle, and restarts it (state reloaded from the store) when it fails.
 //!
+//! Memory stays bounded whatever keys clients name. A command for an entity with nothing stored whose
+//! operation writes nothing there (`Handles::ABSENT_NOOP`: a read, a session check, an action on an
+//! unknown order) is answered here on the state just loaded, and no actor is left holding "nothing".
+//! Past `max_entities` live instances, the least recently used idle one (no command in flight) is
+//! passivated as if its idle timeout had passed; it comes back from the store on its next command.
+//!
 //! Single-writer rule: at most one instance of an entity runs at a time. A passivating entity is sent
 //! `Stop` behind the commands already forwarded to it; commands that arrive meanwhile wait here until it
 //! has terminated, then go to a fresh instance.
@@ -11,6 +17,7 @@
 //! state machine.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +66,8 @@ pub struct Shard;
 pub struct ShardArgs {
     pub ctx: Arc<EntityCtx>,
     pub idle_timeout: Duration,
+    /// Live entity instances kept at most (`limits.max_entities_per_shard`).
+    pub max_entities: usize,
 }
 
 pub struct ShardState {
@@ -66,6 +75,7 @@ pub struct ShardState {
     /// The leadership term the live entities were activated in.
     term: u64,
     idle_timeout: Duration,
+    max_entities: usize,
     users: Children<UserKind>,
     orders: Children<OrderKind>,
     emails: Children<EmailKind>,
@@ -77,6 +87,8 @@ struct Child<K: EntityKind> {
     stopping: bool,
     waiting: Vec<Cmd<K>>,
     restarts: VecDeque<Instant>,
+    /// Commands handed to this instance and not finished yet: only an instance at zero is evicted.
+    in_flight: Arc<AtomicUsize>,
 }
 
 struct Children<K: EntityKind> {
@@ -94,8 +106,9 @@ impl<K: EntityKind> Children<K> {
         sup: &ActorCell,
         ctx: &Arc<EntityCtx>,
         key: &str,
+        state: Option<K::State>,
     ) -> Result<ActorRef<EntityMsg<K>>, ApiError> {
-        let args = EntityArgs { ctx: ctx.clone(), key: key.to_owned() };
+        let args = EntityArgs { ctx: ctx.clone(), key: key.to_owned(), state };
         match EntityActor::<K>::spawn_linked(None, EntityActor::default(), args, sup.clone()).await {
             Ok((actor, _)) => {
                 self.keys.insert(actor.get_id(), key.to_owned());
@@ -109,13 +122,14 @@ impl<K: EntityKind> Children<K> {
         }
     }
 
-    async fn deliver(&mut self, sup: &ActorCell, ctx: &Arc<EntityCtx>, key: String, cmd: Cmd<K>) {
+    async fn deliver(&mut self, sup: &ActorCell, ctx: &Arc<EntityCtx>, key: String, mut cmd: Cmd<K>) {
         if let Some(child) = self.live.get_mut(&key) {
             if child.stopping {
                 child.waiting.push(cmd);
                 return;
             }
             child.last_used = Instant::now();
+            cmd.track(&child.in_flight);
             match child.actor.cast(EntityMsg::Command(cmd)) {
                 Ok(()) => return,
                 // The instance died and its failure is still on the way here: a new one takes over, which
@@ -128,7 +142,24 @@ impl<K: EntityKind> Children<K> {
                 Err(_) => return,
             }
         }
-        self.activate(sup, ctx, key, vec![cmd], VecDeque::new()).await;
+        // No instance runs, so none can be writing this key: what the store holds is the entity's state.
+        let state = match K::load(ctx, &key) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(kind = K::KIND, key, error = %e, "entity failed to load");
+                cmd.fail(ApiError::Unavailable(format!("the {} entity could not be loaded", K::KIND)).into());
+                return;
+            }
+        };
+        if K::is_absent(&state) && cmd.answerable_without_actor() {
+            // The shard passed the same leadership check as for a live entity, so "absent" is as
+            // linearizable as any other answer; the state is dropped with the command answered.
+            metrics::ABSENT_ANSWERS.with_label_values(&[K::KIND]).inc();
+            let mut state = state;
+            cmd.run_detached(ctx, &key, &mut state).await;
+            return;
+        }
+        self.activate(sup, ctx, key, vec![cmd], VecDeque::new(), Some(state)).await;
     }
 
     /// Starts an instance for `key` and hands it `commands`; if it cannot start, they are answered with
@@ -140,13 +171,17 @@ impl<K: EntityKind> Children<K> {
         key: String,
         commands: Vec<Cmd<K>>,
         restarts: VecDeque<Instant>,
+        state: Option<K::State>,
     ) {
-        match self.spawn(sup, ctx, &key).await {
+        match self.spawn(sup, ctx, &key, state).await {
             Ok(actor) => {
-                for cmd in commands {
+                let in_flight = Arc::new(AtomicUsize::new(0));
+                for mut cmd in commands {
+                    cmd.track(&in_flight);
                     let _ = actor.cast(EntityMsg::Command(cmd));
                 }
-                let child = Child { actor, last_used: Instant::now(), stopping: false, waiting: vec![], restarts };
+                let child =
+                    Child { actor, last_used: Instant::now(), stopping: false, waiting: vec![], restarts, in_flight };
                 self.live.insert(key, child);
             }
             Err(e) => {
@@ -179,6 +214,30 @@ impl<K: EntityKind> Children<K> {
         }
     }
 
+    /// Instances not on their way out.
+    fn running(&self) -> usize {
+        self.live.values().filter(|c| !c.stopping).count()
+    }
+
+    /// The least recently used instance with no command in flight that is not stopping already.
+    fn least_recent_idle(&self) -> Option<(Instant, &str)> {
+        self.live
+            .iter()
+            .filter(|(_, c)| !c.stopping && c.in_flight.load(Ordering::Acquire) == 0)
+            .map(|(key, c)| (c.last_used, key.as_str()))
+            .min()
+    }
+
+    /// Passivates `key` to make room: `Stop` goes behind the mailbox, which holds no command since the
+    /// instance is idle, and whatever arrives for it meanwhile waits for a fresh instance.
+    fn evict(&mut self, key: &str) {
+        if let Some(child) = self.live.get_mut(key) {
+            child.stopping = true;
+            let _ = child.actor.cast(EntityMsg::Stop);
+            metrics::EVICTIONS.with_label_values(&[K::KIND]).inc();
+        }
+    }
+
     /// Handles the end of one of this kind's children; false when the actor is not one of them.
     async fn ended(&mut self, sup: &ActorCell, ctx: &Arc<EntityCtx>, id: ActorId, failure: Option<String>) -> bool {
         let Some(key) = self.keys.remove(&id) else { return false };
@@ -206,7 +265,7 @@ impl<K: EntityKind> Children<K> {
             return true;
         }
         let waiting = std::mem::take(&mut child.waiting);
-        self.activate(sup, ctx, key, waiting, child.restarts).await;
+        self.activate(sup, ctx, key, waiting, child.restarts, None).await;
         true
     }
 }
@@ -226,6 +285,29 @@ impl ShardState {
         self.emails.stop_all(err());
         self.term = term;
     }
+
+    /// Passivates least recently used idle instances while more than `max_entities` run. With every
+    /// instance busy the shard stays over the cap for a moment rather than cut a command short.
+    fn enforce_cap(&mut self) {
+        let total = self.users.live.len() + self.orders.live.len() + self.emails.live.len();
+        if total <= self.max_entities {
+            return;
+        }
+        let running = self.users.running() + self.orders.running() + self.emails.running();
+        for _ in self.max_entities..running {
+            let candidates = [
+                self.users.least_recent_idle().map(|(t, k)| (t, 0, k.to_owned())),
+                self.orders.least_recent_idle().map(|(t, k)| (t, 1, k.to_owned())),
+                self.emails.least_recent_idle().map(|(t, k)| (t, 2, k.to_owned())),
+            ];
+            let Some((_, kind, key)) = candidates.into_iter().flatten().min() else { return };
+            match kind {
+                0 => self.users.evict(&key),
+                1 => self.orders.evict(&key),
+                _ => self.emails.evict(&key),
+            }
+        }
+    }
 }
 
 impl Actor for Shard {
@@ -241,6 +323,7 @@ impl Actor for Shard {
             term: args.ctx.log.leadership(args.ctx.shard).term,
             ctx: args.ctx,
             idle_timeout: args.idle_timeout,
+            max_entities: args.max_entities,
             users: Children::new(),
             orders: Children::new(),
             emails: Children::new(),
@@ -269,6 +352,7 @@ impl Actor for Shard {
                     LocalCall::Order(key, cmd) => st.orders.deliver(&sup, &st.ctx, key, cmd).await,
                     LocalCall::Email(key, cmd) => st.emails.deliver(&sup, &st.ctx, key, cmd).await,
                 }
+                st.enforce_cap();
             }
             ShardMsg::Sweep => {
                 let term = st.ctx.log.leadership(st.ctx.shard).term;
@@ -278,6 +362,8 @@ impl Actor for Shard {
                 st.users.sweep(st.idle_timeout);
                 st.orders.sweep(st.idle_timeout);
                 st.emails.sweep(st.idle_timeout);
+                // Instances that were all busy when the cap was passed may be idle by now.
+                st.enforce_cap();
             }
         }
         Ok(())
@@ -301,6 +387,111 @@ impl Actor for Shard {
         if !known {
             tracing::warn!(actor = %id, "supervision event from an actor this shard does not know");
         }
+        // A restart, or commands that waited for a stopping instance, may have started one more.
+        st.enforce_cap();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use futures::future::BoxFuture;
+    use playground_proto::ops::{CreateUser, GetUser};
+    use playground_proto::{LogEntry, LogIndex, ShardId, UserRecord};
+    use ractor::concurrency::oneshot;
+    use shardlog::{LocalLog, ShardLog, Store, StoreError};
+    use tokio::sync::{Notify, Semaphore};
+
+    use super::*;
+    use crate::entity::Settings;
+
+    /// The local log, except that its first append says it has begun and waits until the test opens
+    /// the gate.
+    struct GatedLog {
+        inner: LocalLog,
+        held: AtomicBool,
+        begun: Arc<Notify>,
+        gate: Arc<Semaphore>,
+    }
+
+    impl ShardLog for GatedLog {
+        fn append(&self, shard: ShardId, entry: LogEntry) -> BoxFuture<'static, Result<LogIndex, StoreError>> {
+            let hold = !self.held.swap(true, Ordering::SeqCst);
+            let (begun, gate, inner) = (self.begun.clone(), self.gate.clone(), self.inner.append(shard, entry));
+            Box::pin(async move {
+                if hold {
+                    begun.notify_one();
+                    let _ = gate.acquire().await;
+                }
+                inner.await
+            })
+        }
+    }
+
+    fn user(id: &str) -> UserRecord {
+        UserRecord {
+            id: id.into(),
+            email: format!("{id}@example.com"),
+            name: id.into(),
+            password_hash: "h".into(),
+            created_at: 1,
+            updated_at: 1,
+            version: 1,
+        }
+    }
+
+    fn activations() -> u64 {
+        metrics::ACTIVATIONS.with_label_values(&["user"]).get()
+    }
+
+    async fn get(shard: &ActorRef<ShardMsg>, key: &str) -> Result<UserRecord, ShardError> {
+        let (tx, rx) = oneshot();
+        let cmd = Cmd::<UserKind>::new(GetUser, tx.into(), false);
+        shard.cast(ShardMsg::Call(LocalCall::User(key.into(), cmd))).expect("the shard takes calls");
+        rx.await.expect("an answer")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cap_evicts_an_idle_entity_never_one_with_a_command_in_flight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1).expect("store");
+        let (begun, gate) = (Arc::new(Notify::new()), Arc::new(Semaphore::new(0)));
+        let log = GatedLog {
+            inner: LocalLog::new(store.clone(), "n1"),
+            held: AtomicBool::new(false),
+            begun: begun.clone(),
+            gate: gate.clone(),
+        };
+        let ctx = Arc::new(EntityCtx { shard: 0, store, log: Arc::new(log), settings: Arc::new(Settings::default()) });
+        let args = ShardArgs { ctx, idle_timeout: Duration::from_secs(300), max_entities: 1 };
+        let (shard, _) = Shard::spawn(None, Shard, args).await.expect("the shard starts");
+
+        // "a" is created first, so it is the least recently used, but its write is held in flight.
+        let (tx_a, rx_a) = oneshot();
+        let create_a = Cmd::<UserKind>::new(CreateUser { user: user("a") }, tx_a.into(), false);
+        shard.cast(ShardMsg::Call(LocalCall::User("a".into(), create_a))).expect("the shard takes calls");
+        begun.notified().await;
+        let (tx_b, rx_b) = oneshot();
+        let create_b = Cmd::<UserKind>::new(CreateUser { user: user("b") }, tx_b.into(), false);
+        shard.cast(ShardMsg::Call(LocalCall::User("b".into(), create_b))).expect("the shard takes calls");
+        assert_eq!(rx_b.await.expect("an answer").expect("b is created").id, "b");
+
+        // An absent user is answered without an actor, and the call makes the shard enforce its cap:
+        // "b" is idle, "a" is not. The cap is enforced after the answer goes out: the answer to a second
+        // call says that the shard is done with the first.
+        for nobody in ["nobody", "nobody-else"] {
+            assert_eq!(get(&shard, nobody).await.err(), Some(ApiError::NotFound("user".into()).into()));
+        }
+        gate.add_permits(1);
+        assert_eq!(rx_a.await.expect("an answer").expect("a's write completes").id, "a");
+
+        let before = activations();
+        assert_eq!(get(&shard, "a").await.expect("a").name, "a");
+        assert_eq!(activations(), before, "a was never evicted: it answers from its live instance");
+        assert_eq!(get(&shard, "b").await.expect("b comes back from the store").email, "b@example.com");
+        assert_eq!(activations(), before + 1, "b was evicted and loaded again");
+        shard.stop(None);
     }
 }

@@ -186,7 +186,12 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
         .map(|shard| Arc::new(EntityCtx { shard, store: store.clone(), log: log.clone(), settings: settings.clone() }))
         .collect();
     let table = Arc::new(ShardTable::default());
-    let args = ShardSupervisorArgs { ctxs, idle_timeout: config.limits.entity_idle_timeout, table: table.clone() };
+    let args = ShardSupervisorArgs {
+        ctxs,
+        idle_timeout: config.limits.entity_idle_timeout,
+        max_entities_per_shard: config.limits.max_entities_per_shard,
+        table: table.clone(),
+    };
     let (supervisor, join) =
         ShardSupervisor::spawn(None, ShardSupervisor, args).await.map_err(|e| StartError::Actors(e.to_string()))?;
     let rf = config.cluster.replication_factor as usize;

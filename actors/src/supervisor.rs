@@ -53,6 +53,7 @@ impl ractor::Message for ShardSupervisorMsg {}
 pub struct ShardSupervisorArgs {
     pub ctxs: Vec<Arc<EntityCtx>>,
     pub idle_timeout: Duration,
+    pub max_entities_per_shard: usize,
     pub table: Arc<ShardTable>,
 }
 
@@ -67,7 +68,11 @@ impl ShardSupervisor {
         st: &mut ShardSupervisorState,
         shard: ShardId,
     ) -> Result<(), ActorProcessingErr> {
-        let args = ShardArgs { ctx: st.args.ctxs[shard as usize].clone(), idle_timeout: st.args.idle_timeout };
+        let args = ShardArgs {
+            ctx: st.args.ctxs[shard as usize].clone(),
+            idle_timeout: st.args.idle_timeout,
+            max_entities: st.args.max_entities_per_shard,
+        };
         let (actor, _) = Shard::spawn_linked(None, Shard, args, myself.get_cell()).await?;
         st.ids[shard as usize] = Some(actor.get_id());
         st.args.table.set(shard, Some(actor));

@@ -37,6 +37,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_MAX_IN_FLIGHT", "limits.max_in_flight"),
     ("PLAYGROUND_REQUEST_TIMEOUT", "limits.request_timeout"),
     ("PLAYGROUND_ENTITY_IDLE_TIMEOUT", "limits.entity_idle_timeout"),
+    ("PLAYGROUND_MAX_ENTITIES_PER_SHARD", "limits.max_entities_per_shard"),
     ("PLAYGROUND_RETRY_AFTER_SECS", "limits.retry_after_secs"),
     ("PLAYGROUND_RATE_LIMIT_PER_SECOND", "limits.rate_limit_per_second"),
     ("PLAYGROUND_RATE_LIMIT_BURST", "limits.rate_limit_burst"),
@@ -161,6 +162,9 @@ impl Config {
             "limits.entity_idle_timeout" => {
                 self.limits.entity_idle_timeout = duration_str::parse(value)?;
             }
+            "limits.max_entities_per_shard" => {
+                self.limits.max_entities_per_shard = parse_num(value, "an integer")?;
+            }
             "limits.rate_limit_per_second" => {
                 self.limits.rate_limit_per_second = parse_num(value, "an integer")?;
             }
@@ -273,6 +277,7 @@ mod tests {
             ("PLAYGROUND_MAX_IN_FLIGHT", "10"),
             ("PLAYGROUND_REQUEST_TIMEOUT", "250ms"),
             ("PLAYGROUND_ENTITY_IDLE_TIMEOUT", "1m"),
+            ("PLAYGROUND_MAX_ENTITIES_PER_SHARD", "64"),
             ("PLAYGROUND_RETRY_AFTER_SECS", "5"),
             ("PLAYGROUND_RATE_LIMIT_PER_SECOND", "50"),
             ("PLAYGROUND_RATE_LIMIT_BURST", "7"),
@@ -303,6 +308,7 @@ mod tests {
         assert_eq!(c.limits.max_in_flight, 10);
         assert_eq!(c.limits.request_timeout, Duration::from_millis(250));
         assert_eq!(c.limits.entity_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.max_entities_per_shard, 64);
         assert_eq!(c.limits.retry_after_secs, 5);
         assert_eq!(c.limits.rate_limit_per_second, 50);
         assert_eq!(c.limits.rate_limit_burst, 7);

@@ -67,6 +67,11 @@ pub const REQUEST_TIMEOUT_RANGE: RangeInclusive<Duration> = Duration::from_milli
 pub const DEFAULT_ENTITY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const ENTITY_IDLE_TIMEOUT_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(24 * 60 * 60);
+/// Live entity actors one shard keeps before it stops the least recently used idle one: far above what
+/// the simulations and benchmarks keep busy at once, low enough that a flood of distinct keys cannot
+/// grow a node's memory without bound.
+pub const DEFAULT_MAX_ENTITIES_PER_SHARD: usize = 10_000;
+pub const MAX_ENTITIES_PER_SHARD_RANGE: RangeInclusive<usize> = 1..=10_000_000;
 pub const DEFAULT_RETRY_AFTER_SECS: u32 = 1;
 /// Requests that hash a password (registration, login, a password change), each worth tens of
 /// milliseconds of a core, handled or waiting at once; more are refused with 503 at once, so that a flood
@@ -428,6 +433,8 @@ pub struct LimitsConfig {
     pub request_timeout: Duration,
     #[serde(with = "duration_str")]
     pub entity_idle_timeout: Duration,
+    /// Live entity actors per shard; past it, the least recently used idle one is stopped.
+    pub max_entities_per_shard: usize,
     pub retry_after_secs: u32,
     /// Requests per second one client address may send to the API; 0 turns the limit off.
     pub rate_limit_per_second: u32,
@@ -443,6 +450,7 @@ impl Default for LimitsConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             entity_idle_timeout: DEFAULT_ENTITY_IDLE_TIMEOUT,
+            max_entities_per_shard: DEFAULT_MAX_ENTITIES_PER_SHARD,
             retry_after_secs: DEFAULT_RETRY_AFTER_SECS,
             rate_limit_per_second: DEFAULT_RATE_LIMIT_PER_SECOND,
             rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
@@ -614,6 +622,7 @@ mod tests {
         assert_eq!(c.limits.max_in_flight, 1024);
         assert_eq!(c.limits.request_timeout, Duration::from_secs(5));
         assert_eq!(c.limits.entity_idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.limits.max_entities_per_shard, 10_000);
         assert_eq!(c.limits.retry_after_secs, 1);
         #[cfg(feature = "failpoints")]
         {

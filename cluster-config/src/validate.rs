@@ -7,10 +7,10 @@ use crate::model::{
     Config, ARGON2_ITERATIONS_RANGE, ARGON2_MEMORY_KIB_RANGE, ARGON2_PARALLELISM_RANGE, BODY_READ_TIMEOUT_RANGE,
     DEAD_MEMBER_TIMEOUT_RANGE, ENTITY_IDLE_TIMEOUT_RANGE, FAILURE_TIMEOUT_RANGE, H2_MAX_STREAMS_RANGE,
     HEADER_READ_TIMEOUT_RANGE, HEARTBEAT_INTERVAL_RANGE, LOGIN_BURST_RANGE, LOGIN_PERIOD_RANGE,
-    MAX_CONCURRENT_MOVES_RANGE, MAX_CONNECTIONS_RANGE, MAX_IN_FLIGHT_RANGE, MAX_PASSWORD_REQUESTS_RANGE,
-    MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES, NODE_ID_MAX_LEN, RATE_LIMIT_BURST_RANGE,
-    RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE, REQUEST_TIMEOUT_RANGE, RETRY_AFTER_SECS_RANGE,
-    SESSION_TTL_RANGE, SHARDS_RANGE,
+    MAX_CONCURRENT_MOVES_RANGE, MAX_CONNECTIONS_RANGE, MAX_ENTITIES_PER_SHARD_RANGE, MAX_IN_FLIGHT_RANGE,
+    MAX_PASSWORD_REQUESTS_RANGE, MIN_ADMIN_TOKEN_CHARS, MIN_COOKIE_CHARS, MIN_TOKEN_KEY_BYTES, NODE_ID_MAX_LEN,
+    RATE_LIMIT_BURST_RANGE, RATE_LIMIT_PER_SECOND_RANGE, REPLICATION_FACTOR_RANGE, REQUEST_TIMEOUT_RANGE,
+    RETRY_AFTER_SECS_RANGE, SESSION_TTL_RANGE, SHARDS_RANGE,
 };
 
 impl Config {
@@ -74,6 +74,8 @@ impl Config {
         in_duration_range(lim.request_timeout, &REQUEST_TIMEOUT_RANGE).map_err(|m| err("limits.request_timeout", m))?;
         in_duration_range(lim.entity_idle_timeout, &ENTITY_IDLE_TIMEOUT_RANGE)
             .map_err(|m| err("limits.entity_idle_timeout", m))?;
+        in_range(lim.max_entities_per_shard, &MAX_ENTITIES_PER_SHARD_RANGE)
+            .map_err(|m| err("limits.max_entities_per_shard", m))?;
         in_range(lim.retry_after_secs, &RETRY_AFTER_SECS_RANGE).map_err(|m| err("limits.retry_after_secs", m))?;
         in_range(lim.rate_limit_per_second, &RATE_LIMIT_PER_SECOND_RANGE)
             .map_err(|m| err("limits.rate_limit_per_second", m))?;
@@ -225,6 +227,8 @@ mod tests {
             ("limits.request_timeout", |c| c.limits.request_timeout = Duration::from_secs(301)),
             ("limits.entity_idle_timeout", |c| c.limits.entity_idle_timeout = Duration::from_millis(99)),
             ("limits.entity_idle_timeout", |c| c.limits.entity_idle_timeout = Duration::from_secs(86_401)),
+            ("limits.max_entities_per_shard", |c| c.limits.max_entities_per_shard = 0),
+            ("limits.max_entities_per_shard", |c| c.limits.max_entities_per_shard = 10_000_001),
             ("limits.retry_after_secs", |c| c.limits.retry_after_secs = 0),
             ("limits.retry_after_secs", |c| c.limits.retry_after_secs = 3601),
             ("limits.rate_limit_burst", |c| c.limits.rate_limit_burst = 0),

@@ -22,9 +22,16 @@ impl EntityKind for EmailKind {
     fn load(ctx: &EntityCtx, key: &str) -> Result<Claim, StoreError> {
         ctx.store.get(ctx.shard, &claim_key(key))
     }
+
+    fn is_absent(state: &Claim) -> bool {
+        state.is_none()
+    }
 }
 
 impl Handles<ClaimEmail> for EmailKind {
+    // Claiming an unheld email is the write.
+    const ABSENT_NOOP: bool = false;
+
     async fn handle(ctx: &EntityCtx, key: &str, st: &mut Claim, op: ClaimEmail) -> Answer<ClaimEmail> {
         match st {
             Some(c) if c.user_id == op.user_id => Ok(ClaimOutcome::Claimed),
@@ -38,6 +45,8 @@ impl Handles<ClaimEmail> for EmailKind {
 }
 
 impl Handles<TakeoverEmail> for EmailKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, key: &str, st: &mut Claim, op: TakeoverEmail) -> Answer<TakeoverEmail> {
         match st {
             Some(c) if c.user_id == op.from => {
@@ -50,12 +59,16 @@ impl Handles<TakeoverEmail> for EmailKind {
 }
 
 impl Handles<LookupEmail> for EmailKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(_ctx: &EntityCtx, _key: &str, st: &mut Claim, _op: LookupEmail) -> Answer<LookupEmail> {
         Ok(st.clone())
     }
 }
 
 impl Handles<ReleaseEmail> for EmailKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, key: &str, st: &mut Claim, op: ReleaseEmail) -> Answer<ReleaseEmail> {
         match st {
             Some(c) if c.user_id == op.user_id => set(ctx, key, st, None).await,

@@ -17,15 +17,23 @@ impl EntityKind for OrderKind {
     fn load(ctx: &EntityCtx, key: &str) -> Result<Option<OrderRecord>, StoreError> {
         ctx.store.get(ctx.shard, &order_key(key))
     }
+
+    fn is_absent(state: &Option<OrderRecord>) -> bool {
+        state.is_none()
+    }
 }
 
 impl Handles<GetOrder> for OrderKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(_ctx: &EntityCtx, _key: &str, st: &mut Option<OrderRecord>, op: GetOrder) -> Answer<GetOrder> {
         Ok(owned(st, &op.user_id)?.clone())
     }
 }
 
 impl Handles<TransitionOrder> for OrderKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(
         ctx: &EntityCtx,
         _key: &str,

@@ -68,27 +68,41 @@ impl EntityKind for UserKind {
         let persisted_seen = sessions.iter().map(|(k, s)| (k.clone(), s.last_seen_at)).collect();
         Ok(UserState { slot, sessions, persisted_seen })
     }
+
+    fn is_absent(state: &UserState) -> bool {
+        state.slot.is_none() && state.sessions.is_empty()
+    }
 }
 
 impl Handles<CreateUser> for UserKind {
+    // Creating is what an absent user is for.
+    const ABSENT_NOOP: bool = false;
+
     async fn handle(ctx: &EntityCtx, _key: &str, st: &mut UserState, op: CreateUser) -> Answer<CreateUser> {
         create(ctx, st, op.user).await
     }
 }
 
 impl Handles<GetUser> for UserKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(_ctx: &EntityCtx, _key: &str, st: &mut UserState, _op: GetUser) -> Answer<GetUser> {
         Ok(st.active()?.clone())
     }
 }
 
 impl Handles<UpdateUser> for UserKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, _key: &str, st: &mut UserState, op: UpdateUser) -> Answer<UpdateUser> {
         update(ctx, st, op.changes, op.if_match, op.now, None).await
     }
 }
 
 impl Handles<UpdateAccount> for UserKind {
+    // An absent user holds no session, so the change is refused before anything is written.
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, _key: &str, st: &mut UserState, op: UpdateAccount) -> Answer<UpdateAccount> {
         // A session revoked while its request was on the way (by a password change elsewhere) must not
         // get to change the account after all.
@@ -103,18 +117,25 @@ impl Handles<UpdateAccount> for UserKind {
 }
 
 impl Handles<DeleteUser> for UserKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, _op: DeleteUser) -> Answer<DeleteUser> {
         delete(ctx, key, st).await
     }
 }
 
 impl Handles<OwnsEmail> for UserKind {
+    // An absent user is fenced, which writes its slot.
+    const ABSENT_NOOP: bool = false;
+
     async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: OwnsEmail) -> Answer<OwnsEmail> {
         owns_email(ctx, key, st, &op.email_key, op.now).await
     }
 }
 
 impl Handles<Credentials> for UserKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(_ctx: &EntityCtx, _key: &str, st: &mut UserState, op: Credentials) -> Answer<Credentials> {
         let user = st.active()?;
         if email_key(&user.email) == op.email_key {
@@ -126,18 +147,24 @@ impl Handles<Credentials> for UserKind {
 }
 
 impl Handles<CreateSession> for UserKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: CreateSession) -> Answer<CreateSession> {
         create_session(ctx, key, st, op.session, &op.password_hash).await
     }
 }
 
 impl Handles<Authenticate> for UserKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: Authenticate) -> Answer<Authenticate> {
         authenticate(ctx, key, st, &op.session_id, &op.verifier, op.now).await
     }
 }
 
 impl Handles<ListSessions> for UserKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(_ctx: &EntityCtx, _key: &str, st: &mut UserState, op: ListSessions) -> Answer<ListSessions> {
         st.active()?;
         let mut live: Vec<SessionRecord> = st.sessions.values().filter(|s| s.expires_at > op.now).cloned().collect();
@@ -147,18 +174,25 @@ impl Handles<ListSessions> for UserKind {
 }
 
 impl Handles<DeleteSession> for UserKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: DeleteSession) -> Answer<DeleteSession> {
         delete_session(ctx, key, st, &op.session_id).await
     }
 }
 
 impl Handles<CreateOrder> for UserKind {
+    // Refused before any write (and before its idempotency record is looked up) when the user is not active.
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, key: &str, st: &mut UserState, op: CreateOrder) -> Answer<CreateOrder> {
         create_order(ctx, key, st, op.order, op.idempotency_key, op.now).await
     }
 }
 
 impl Handles<ListOrders> for UserKind {
+    const ABSENT_NOOP: bool = true;
+
     async fn handle(ctx: &EntityCtx, key: &str, _st: &mut UserState, op: ListOrders) -> Answer<ListOrders> {
         list_orders(ctx, key, op.limit as usize, op.cursor)
     }
