@@ -116,7 +116,7 @@ async fn a_group_restarts_from_its_snapshot_after_the_log_is_purged() {
         raft.wait(Some(Duration::from_secs(10))).purged(Some(last), "purged").await.expect("purged");
         log.shutdown().await;
     }
-    let store = Store::open(dir.path(), 1).expect("reopen");
+    let store = reopen(dir.path(), 1).await;
     let log = RaftLog::start(store.clone(), RaftSettings::single("test-node")).await.expect("restart");
     assert_eq!(store.applied_index(0).expect("index"), 20);
     assert_eq!(log.append(0, entry("k/after".into(), 1)).await.expect("append"), 21);
@@ -145,6 +145,22 @@ async fn a_node_replicates_only_its_shards_and_one_outside_the_seeds_none() {
     log.shutdown().await;
 }
 
+/// Opens the store in `dir` again once the log that had it open is shut down: that log's aborted tasks
+/// drop their handles of the store a moment later, and until the last one goes sled's directory lock is
+/// held.
+async fn reopen(dir: &std::path::Path, shards: u32) -> std::sync::Arc<Store> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open(dir, shards) {
+            Ok(store) => return store,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("reopen: {e:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_another_node_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -153,7 +169,7 @@ async fn a_data_directory_of_another_node_is_refused() {
         let log = RaftLog::start(store, RaftSettings::single("a")).await.expect("start");
         log.shutdown().await;
     }
-    let store = Store::open(dir.path(), 2).expect("reopen");
+    let store = reopen(dir.path(), 2).await;
     let err = RaftLog::start(store, RaftSettings::single("b")).await.err().expect("refused");
     assert!(matches!(&err, RaftStartError::Config(m) if m.contains("another node")), "{err}");
 }
