@@ -22,7 +22,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 # The sections of the configuration file (cluster-config/src/model.rs, struct Config).
-CONFIG_SECTIONS = {"node", "cluster", "sessions", "security", "limits", "faults", "log"}
+CONFIG_SECTIONS = {"node", "cluster", "sessions", "security", "limits", "http", "faults", "log"}
 
 
 def load_docs(path):
