@@ -78,8 +78,12 @@ mod tests {
         }
         assert_eq!(limiter.check(a), Err(1), "one more within the same instant waits for the next slot");
         assert!(limiter.check(b).is_ok(), "other clients are unaffected");
-        std::thread::sleep(Duration::from_millis(120));
-        assert!(limiter.check(a).is_ok(), "one request per 100 ms");
+        // The next slot comes 100 ms later: waited for, not slept through.
+        let until = Instant::now() + Duration::from_secs(2);
+        while limiter.check(a).is_err() {
+            assert!(Instant::now() < until, "one request per 100 ms comes back");
+            std::thread::yield_now();
+        }
         assert_eq!(limiter.clients(), 2);
     }
 

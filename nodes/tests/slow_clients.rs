@@ -67,12 +67,13 @@ async fn six_http2_connections_of_two_hundred_slow_streams_never_make_a_normal_r
     let host = host_port(&c.node.url);
     let mut streams = tokio::task::JoinSet::new();
     let mut opened = vec![];
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for _ in 0..6 {
         let tcp = TcpStream::connect(&host).await.expect("connect");
         let (client, connection) = h2::client::handshake(tcp).await.expect("cleartext HTTP/2 handshake");
         opened.push(tokio::spawn(connection));
         for _ in 0..200 {
-            let (client, host, token) = (client.clone(), host.clone(), token.clone());
+            let (client, host, token, started) = (client.clone(), host.clone(), token.clone(), started.clone());
             streams.spawn(async move {
                 // Streams past the server's limit wait here for one to close: none does.
                 let mut client = client.ready().await?;
@@ -84,6 +85,7 @@ async fn six_http2_connections_of_two_hundred_slow_streams_never_make_a_normal_r
                     .expect("request");
                 let (answer, mut body) = client.send_request(request, false)?;
                 body.send_data(Bytes::from_static(b"{"), false)?;
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let answer = answer.await;
                 drop(body);
                 answer.map(|_| ())
@@ -95,8 +97,12 @@ async fn six_http2_connections_of_two_hundred_slow_streams_never_make_a_normal_r
     })
     .await
     .expect("connections open");
-    // Give the streams time to reach the server and start their bodies.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every stream the server allows (100 per connection) has sent its head and the first byte of its body.
+    eventually(Duration::from_secs(60), "600 slow streams under way", || async {
+        (started.load(std::sync::atomic::Ordering::SeqCst) >= 600).then_some(())
+    })
+    .await
+    .expect("streams under way");
     for _ in 0..5 {
         normal_requests_succeed(&api, &user, &token).await;
     }
