@@ -17,7 +17,7 @@ use playground_proto::ops::{
 };
 use playground_proto::{
     email_key, new_id, now_millis, shard_of, ApiError, Fault, Millis, NewOrder, OrderAction, OrderRecord, ReplicaOp,
-    SessionRecord, ShardId, ShardStatus, UserRecord,
+    SessionCheck, SessionRecord, ShardId, ShardStatus, UserRecord,
 };
 use serde::Serialize;
 
@@ -33,11 +33,32 @@ pub struct CallOptions {
     pub fault: Option<Fault>,
 }
 
-/// An authenticated caller.
+/// A caller as its bearer token names it. The token's signature is checked here; whether its session is
+/// live is checked by the user's shard with every call made on the caller's behalf (a signed call), so
+/// one message does both.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: String,
-    pub session: SessionRecord,
+    session_id: String,
+    verifier: Vec<u8>,
+}
+
+impl Principal {
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The session check that travels with a call made now.
+    fn check(&self) -> SessionCheck {
+        SessionCheck {
+            user_id: self.user_id.clone(),
+            check: Authenticate {
+                session_id: self.session_id.clone(),
+                verifier: self.verifier.clone(),
+                now: now_millis(),
+            },
+        }
+    }
 }
 
 /// A registration that passed the gateway's rules.
@@ -131,8 +152,28 @@ impl Cluster {
         op: O,
         opts: CallOptions,
     ) -> Result<O::Answer, ApiError> {
+        self.measured::<O>(self.router.execute(shard, key, op, opts.fault, self.settings.call_timeout)).await
+    }
+
+    /// A call on behalf of `who` to entity `key` of their shard (their orders live there too): their
+    /// session is checked where it runs.
+    async fn signed<O: LocalOp>(
+        &self,
+        who: &Principal,
+        key: &str,
+        op: O,
+        opts: CallOptions,
+    ) -> Result<O::Answer, ApiError> {
+        let (shard, check, timeout) = (self.user_shard(&who.user_id), who.check(), self.settings.call_timeout);
+        self.measured::<O>(self.router.execute_signed(shard, &check, key, op, opts.fault, timeout)).await
+    }
+
+    async fn measured<O: LocalOp>(
+        &self,
+        call: impl std::future::Future<Output = Result<O::Answer, ApiError>>,
+    ) -> Result<O::Answer, ApiError> {
         let started = std::time::Instant::now();
-        let result = self.router.execute(shard, key, op, opts.fault, self.settings.call_timeout).await;
+        let result = call.await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(ApiError::Timeout) => "timeout",
@@ -146,17 +187,6 @@ impl Cluster {
     /// An operation of the user `user_id`'s entity.
     async fn user<O: LocalOp>(&self, user_id: &str, op: O, opts: CallOptions) -> Result<O::Answer, ApiError> {
         self.call(self.user_shard(user_id), user_id, op, opts).await
-    }
-
-    /// An operation of an order of `owner`'s (orders live in their owner's shard).
-    async fn order<O: LocalOp>(
-        &self,
-        owner: &str,
-        order_id: &str,
-        op: O,
-        opts: CallOptions,
-    ) -> Result<O::Answer, ApiError> {
-        self.call(self.user_shard(owner), order_id, op, opts).await
     }
 
     /// An operation of the email claim under `key`.
@@ -247,32 +277,42 @@ impl Cluster {
         Ok(NewSession { session, token })
     }
 
-    /// The caller behind a bearer token; `unauthorized` for anything but a live session.
-    pub async fn authenticate(&self, token: &str, opts: CallOptions) -> Result<Principal, ApiError> {
+    /// The caller a bearer token names; `unauthorized` for a token this cluster did not sign. Whether its
+    /// session is live is checked with each call made for it.
+    pub fn principal(&self, token: &str) -> Result<Principal, ApiError> {
         let claims = self.tokens.parse(token).ok_or(ApiError::Unauthorized)?;
-        let op = Authenticate {
-            session_id: claims.session_id.clone(),
-            verifier: claims.verifier.clone(),
-            now: now_millis(),
-        };
-        let session = self.user(&claims.user_id, op, opts).await.map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::Unauthorized,
-            other => other,
-        })?;
-        Ok(Principal { user_id: claims.user_id, session })
+        Ok(Principal { user_id: claims.user_id, session_id: claims.session_id, verifier: claims.verifier })
     }
 
-    fn must_be_self(who: &Principal, user_id: &str) -> Result<(), ApiError> {
+    /// The caller's live session; `unauthorized` for anything else.
+    pub async fn current_session(&self, who: &Principal, opts: CallOptions) -> Result<SessionRecord, ApiError> {
+        let check = who.check();
+        self.user(&who.user_id, check.check, opts).await.map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::Unauthorized,
+            other => other,
+        })
+    }
+
+    /// The caller behind a bearer token with its live session; `unauthorized` for anything else.
+    pub async fn authenticate(&self, token: &str, opts: CallOptions) -> Result<(Principal, SessionRecord), ApiError> {
+        let who = self.principal(token)?;
+        let session = self.current_session(&who, opts).await?;
+        Ok((who, session))
+    }
+
+    /// `forbidden` unless `user_id` is the caller's own; a caller whose session is not live learns
+    /// `unauthorized` first, as for any other call.
+    async fn must_be_self(&self, who: &Principal, user_id: &str) -> Result<(), ApiError> {
         if who.user_id == user_id {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden)
+            return Ok(());
         }
+        self.current_session(who, CallOptions::default()).await?;
+        Err(ApiError::Forbidden)
     }
 
     pub async fn get_user(&self, who: &Principal, user_id: &str, opts: CallOptions) -> Result<UserRecord, ApiError> {
-        Self::must_be_self(who, user_id)?;
-        self.user(user_id, GetUser, opts).await
+        self.must_be_self(who, user_id).await?;
+        self.signed(who, user_id, GetUser, opts).await
     }
 
     /// Applies `changes` to the caller's own account. A change of email or password takes the current
@@ -288,8 +328,8 @@ impl Cluster {
         opts: CallOptions,
         password_rules: impl FnOnce(&UserRecord, &str) -> Result<(), ApiError>,
     ) -> Result<UserRecord, ApiError> {
-        Self::must_be_self(who, user_id)?;
-        let current = self.user(user_id, GetUser, opts).await?;
+        self.must_be_self(who, user_id).await?;
+        let current = self.signed(who, user_id, GetUser, opts).await?;
         if if_match.as_ref().is_some_and(|ok| !ok.contains(&current.version)) {
             return Err(ApiError::PreconditionFailed { current: current.version });
         }
@@ -320,10 +360,10 @@ impl Cluster {
             changes: set,
             if_match,
             now: now_millis(),
-            keep_session: who.session.session_id.clone(),
+            keep_session: who.session_id.clone(),
             proven_hash,
         };
-        match self.user(user_id, op, opts).await {
+        match self.signed(who, user_id, op, opts).await {
             Ok(updated) => {
                 if let Some(old) = updated.released_email {
                     self.release_email(&email_key(&old), user_id).await;
@@ -340,24 +380,24 @@ impl Cluster {
     }
 
     pub async fn delete_user(&self, who: &Principal, user_id: &str, opts: CallOptions) -> Result<(), ApiError> {
-        Self::must_be_self(who, user_id)?;
-        let email = self.user(user_id, DeleteUser, opts).await?;
+        self.must_be_self(who, user_id).await?;
+        let email = self.signed(who, user_id, DeleteUser, opts).await?;
         self.release_email(&email_key(&email), user_id).await;
         Ok(())
     }
 
     pub async fn logout(&self, who: &Principal) -> Result<(), ApiError> {
-        self.delete_session(who, &who.session.session_id.clone()).await
+        self.delete_session(who, &who.session_id.clone()).await
     }
 
     pub async fn list_sessions(&self, who: &Principal, user_id: &str) -> Result<Vec<SessionRecord>, ApiError> {
-        Self::must_be_self(who, user_id)?;
-        self.user(user_id, ListSessions { now: now_millis() }, CallOptions::default()).await
+        self.must_be_self(who, user_id).await?;
+        self.signed(who, user_id, ListSessions { now: now_millis() }, CallOptions::default()).await
     }
 
     pub async fn delete_session(&self, who: &Principal, session_id: &str) -> Result<(), ApiError> {
         let op = DeleteSession { session_id: session_id.to_owned() };
-        self.user(&who.user_id, op, CallOptions::default()).await
+        self.signed(who, &who.user_id, op, CallOptions::default()).await
     }
 
     /// Creates an order of the caller's; `idempotency_key` has passed the gateway's rules.
@@ -369,11 +409,11 @@ impl Cluster {
         opts: CallOptions,
     ) -> Result<OrderCreated, ApiError> {
         let op = CreateOrder { order, idempotency_key, now: now_millis() };
-        self.user(&who.user_id, op, opts).await
+        self.signed(who, &who.user_id, op, opts).await
     }
 
     pub async fn get_order(&self, who: &Principal, order_id: &str, opts: CallOptions) -> Result<OrderRecord, ApiError> {
-        self.order(&who.user_id, order_id, GetOrder { user_id: who.user_id.clone() }, opts).await
+        self.signed(who, order_id, GetOrder { user_id: who.user_id.clone() }, opts).await
     }
 
     pub async fn list_orders(
@@ -383,8 +423,8 @@ impl Cluster {
         limit: u32,
         cursor: Option<String>,
     ) -> Result<OrderList, ApiError> {
-        Self::must_be_self(who, user_id)?;
-        self.user(user_id, ListOrders { limit, cursor }, CallOptions::default()).await
+        self.must_be_self(who, user_id).await?;
+        self.signed(who, user_id, ListOrders { limit, cursor }, CallOptions::default()).await
     }
 
     pub async fn order_action(
@@ -396,7 +436,7 @@ impl Cluster {
         opts: CallOptions,
     ) -> Result<OrderRecord, ApiError> {
         let op = TransitionOrder { user_id: who.user_id.clone(), action, if_match, now: now_millis() };
-        self.order(&who.user_id, order_id, op, opts).await
+        self.signed(who, order_id, op, opts).await
     }
 
     /// Whether this process can serve: a node when every shard it holds knows its leader and the

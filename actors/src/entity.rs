@@ -7,6 +7,7 @@
 //! takes `O` and `RpcReplyPort<Answer<O>>`, and only kinds that handle `O` accept it), so a handler that
 //! answered the wrong type would not compile.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +46,9 @@ pub struct Settings {
     /// Test-only (`faults.break_idempotency`): creates ignore an existing idempotency record.
     #[cfg(feature = "failpoints")]
     pub break_idempotency: bool,
+    /// Test-only (`faults.stale_reads`): reads and commands that write nothing skip the read guard.
+    #[cfg(feature = "failpoints")]
+    pub stale_reads: bool,
 }
 
 impl Settings {
@@ -52,6 +56,15 @@ impl Settings {
     pub fn breaks_idempotency(&self) -> bool {
         #[cfg(feature = "failpoints")]
         return self.break_idempotency;
+        #[cfg(not(feature = "failpoints"))]
+        return false;
+    }
+
+    /// Whether answers that write nothing go out without the read guard: only ever in a test build asked
+    /// to break linearizability.
+    pub fn skips_read_guard(&self) -> bool {
+        #[cfg(feature = "failpoints")]
+        return self.stale_reads;
         #[cfg(not(feature = "failpoints"))]
         return false;
     }
@@ -65,10 +78,50 @@ impl Settings {
     }
 }
 
+tokio::task_local! {
+    /// Whether the command running on this task has committed an entry.
+    static COMMITTED: Cell<bool>;
+}
+
 impl EntityCtx {
     pub async fn commit(&self, entry: LogEntry) -> Result<LogIndex, ShardError> {
+        let _ = COMMITTED.try_with(|c| c.set(true));
         self.log.append(self.shard, entry).await.map_err(ShardError::from)
     }
+
+    /// The read guard of an answer decided from state alone: this node still leads, on its lease or by a
+    /// read-index round, so what it read was current when the guard passed.
+    pub async fn confirm_read(&self) -> Result<(), ShardError> {
+        if self.settings.skips_read_guard() {
+            return Ok(());
+        }
+        self.log.read_barrier(self.shard).await.map_err(ShardError::from)
+    }
+}
+
+/// Runs one command's handler, and then, for a command that decided without writing (a read the router
+/// did not guard, a refusal, a repeated idempotent create, a no-op), the read guard before its answer
+/// goes out: such an answer is a read. A write that committed is fenced by its own commit in the leader's
+/// term; a `guarded` command passed the guard after it arrived, before it ran.
+async fn handle_guarded<K: Handles<O>, O: Op>(
+    ctx: &EntityCtx,
+    key: &str,
+    state: &mut K::State,
+    op: O,
+    guarded: bool,
+) -> Answer<O> {
+    let (answer, committed) = COMMITTED
+        .scope(Cell::new(false), async {
+            let answer = K::handle(ctx, key, state, op).await;
+            (answer, COMMITTED.with(Cell::get))
+        })
+        .await;
+    let deposed = matches!(answer, Err(ShardError::NotLeader(_)));
+    if guarded || committed || deposed {
+        return answer;
+    }
+    ctx.confirm_read().await?;
+    answer
 }
 
 /// One kind of entity: its state and how it loads.
@@ -105,6 +158,7 @@ trait Erased<K: EntityKind>: Send {
         key: &'a str,
         state: &'a mut K::State,
         in_flight: Option<InFlight>,
+        guarded: bool,
     ) -> BoxFuture<'a, ()>;
     fn fail(self: Box<Self>, error: ShardError);
 }
@@ -121,9 +175,10 @@ impl<K: Handles<O>, O: Op> Erased<K> for Typed<O> {
         key: &'a str,
         state: &'a mut K::State,
         in_flight: Option<InFlight>,
+        guarded: bool,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let answer = K::handle(ctx, key, state, self.op).await;
+            let answer = handle_guarded::<K, O>(ctx, key, state, self.op, guarded).await;
             drop(in_flight);
             // The caller may have given up waiting; the outcome stands all the same.
             let _ = self.reply.send(answer);
@@ -161,6 +216,8 @@ pub struct Cmd<K: EntityKind> {
     /// The operation's `Handles::ABSENT_NOOP`.
     absent_noop: bool,
     in_flight: Option<InFlight>,
+    /// Whether the read guard passed after the command arrived ([`Cmd::guarded`]).
+    guarded: bool,
 }
 
 impl<K: EntityKind> Cmd<K> {
@@ -173,7 +230,15 @@ impl<K: EntityKind> Cmd<K> {
             panic,
             absent_noop: <K as Handles<O>>::ABSENT_NOOP,
             in_flight: None,
+            guarded: false,
         }
+    }
+
+    /// Marks the command as read-guarded: the read guard passed after it arrived, or a later step of the
+    /// same call (a signed call's operation) is guarded, so it needs no guard of its own.
+    pub fn guarded(mut self) -> Self {
+        self.guarded = true;
+        self
     }
 
     /// Answers the command with `error` without running it.
@@ -189,7 +254,7 @@ impl<K: EntityKind> Cmd<K> {
 
     /// Runs the command on `state`, outside any entity actor.
     pub async fn run_detached(self, ctx: &EntityCtx, key: &str, state: &mut K::State) {
-        self.inner.run(ctx, key, state, self.in_flight).await;
+        self.inner.run(ctx, key, state, self.in_flight, self.guarded).await;
     }
 
     /// Counts the command in `count` until it is done.
@@ -259,7 +324,7 @@ impl<K: EntityKind> Actor for EntityActor<K> {
                     // is unknown, and nothing was written.
                     panic!("injected panic in {} entity {}", K::KIND, st.key);
                 }
-                cmd.inner.run(&st.ctx, &st.key, &mut st.state, cmd.in_flight).await;
+                cmd.inner.run(&st.ctx, &st.key, &mut st.state, cmd.in_flight, cmd.guarded).await;
             }
             EntityMsg::Stop => myself.stop(Some("passivated".into())),
         }

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use cluster_transport::RemoteError;
 use control_plane::ControlHandle;
-use playground_proto::{codec, ApiError, CallMeta, Fault, Request, ShardAnswer, ShardError, ShardId};
+use playground_proto::{codec, ApiError, CallMeta, Fault, Request, SessionCheck, ShardAnswer, ShardError, ShardId};
 use ractor::concurrency::oneshot;
-use shardlog::StoreError;
+use ractor::ActorRef;
+use shardlog::{ShardLog, StoreError};
 
 use crate::entity::Cmd;
 use crate::ops::LocalOp;
-use crate::shard::ShardMsg;
+use crate::shard::{LocalCall, ShardMsg};
 use crate::supervisor::ShardTable;
 
 /// Attempts of one call, across leader changes and unreachable nodes, within its timeout: enough to ride
@@ -29,6 +30,18 @@ pub struct Router {
     table: Option<Arc<ShardTable>>,
     /// The last leader each shard was seen with.
     hints: Vec<RwLock<Option<String>>>,
+    /// Test-only (`faults.stale_reads`): reads run without the read guard.
+    unguarded_reads: bool,
+}
+
+/// Where and as whom a call runs.
+#[derive(Clone, Copy)]
+pub struct Spec<'a> {
+    pub shard: ShardId,
+    /// A signed call's session, checked on the shard's leader right before the operation.
+    pub session: Option<&'a SessionCheck>,
+    /// Test-only: a fault the entity injects, where the node allows it.
+    pub fault: Option<Fault>,
 }
 
 /// The outcome of one attempt at a shard call.
@@ -55,7 +68,13 @@ fn settle<A>(shard: ShardId, answer: ShardAnswer<A>) -> Attempt<A> {
 impl Router {
     pub fn new(control: Arc<ControlHandle>, table: Option<Arc<ShardTable>>) -> Self {
         let hints = (0..control.shard_count()).map(|_| RwLock::new(None)).collect();
-        Router { control, table, hints }
+        Router { control, table, hints, unguarded_reads: false }
+    }
+
+    /// Serves reads without the read guard when `skip` (a test build breaking linearizability on purpose).
+    pub fn skip_read_guard(mut self, skip: bool) -> Self {
+        self.unguarded_reads = skip;
+        self
     }
 
     pub fn control(&self) -> &Arc<ControlHandle> {
@@ -111,6 +130,31 @@ impl Router {
         fault: Option<Fault>,
         timeout: Duration,
     ) -> Result<O::Answer, ApiError> {
+        self.run(Spec { shard, session: None, fault }, key, op, timeout).await
+    }
+
+    /// Runs `op` as [`Router::execute`] does, for the holder of `session`, in the user's shard `shard`:
+    /// the leader checks the session and runs the operation in one visit.
+    pub async fn execute_signed<O: LocalOp>(
+        &self,
+        shard: ShardId,
+        session: &SessionCheck,
+        key: &str,
+        op: O,
+        fault: Option<Fault>,
+        timeout: Duration,
+    ) -> Result<O::Answer, ApiError> {
+        self.run(Spec { shard, session: Some(session), fault }, key, op, timeout).await
+    }
+
+    async fn run<O: LocalOp>(
+        &self,
+        spec: Spec<'_>,
+        key: &str,
+        op: O,
+        timeout: Duration,
+    ) -> Result<O::Answer, ApiError> {
+        let shard = spec.shard;
         let deadline = Instant::now() + timeout;
         let mut tried: Vec<String> = vec![];
         let mut last = ApiError::Unavailable(format!("shard {shard} has no reachable leader"));
@@ -128,9 +172,9 @@ impl Router {
                 continue;
             };
             let attempt_result = if target == self.me() && self.table.is_some() {
-                self.execute_local(shard, key.to_owned(), op.clone(), fault, left).await
+                self.execute_local(spec, key.to_owned(), op.clone(), left).await
             } else {
-                self.execute_remote(&target, shard, key.to_owned(), op.clone(), fault, left).await
+                self.execute_remote(&target, spec, key.to_owned(), op.clone(), left).await
             };
             match attempt_result {
                 Attempt::Done(answer) => return answer,
@@ -147,37 +191,106 @@ impl Router {
         Err(last)
     }
 
-    /// Runs `op` on this node's shard actor, after confirming that this node leads the shard.
+    /// Waits for the barrier a command needs before it runs: the read guard for a read (the lease, or a
+    /// read-index round), and for a write only this term's first entry applied, since its own commit
+    /// fences it (a write that ends up writing nothing passes the read guard in its entity).
+    async fn barrier<A>(
+        &self,
+        log: &dyn ShardLog,
+        shard: ShardId,
+        read: bool,
+        timeout: Duration,
+    ) -> Result<(), Attempt<A>> {
+        let barrier = match (read, self.unguarded_reads) {
+            (true, true) => return Ok(()),
+            (true, false) => log.read_barrier(shard),
+            (false, _) => log.write_barrier(shard),
+        };
+        match tokio::time::timeout(timeout, barrier).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(StoreError::NotLeader { leader, .. })) => {
+                Err(Attempt::Elsewhere { leader, reason: format!("shard {shard} is changing leaders") })
+            }
+            Ok(Err(e)) => Err(Attempt::Done(Err(ApiError::Unavailable(e.to_string())))),
+            Err(_) => Err(Attempt::Elsewhere {
+                leader: None,
+                reason: format!("shard {shard} did not confirm its leader in time"),
+            }),
+        }
+    }
+
+    /// Checks a signed call's session on the user's entity of this node's shard. A refusal is decided from
+    /// state without writing, so unless the call is read-guarded already it passes the read guard first.
+    async fn check_session<A>(
+        &self,
+        log: &dyn ShardLog,
+        actor: &ActorRef<ShardMsg>,
+        spec: Spec<'_>,
+        read_guarded: bool,
+        timeout: Duration,
+    ) -> Result<(), Attempt<A>> {
+        let (shard, me) = (spec.shard, self.me().to_owned());
+        let Some(session) = spec.session else { return Ok(()) };
+        let (tx, rx) = oneshot();
+        // Its guard is the operation's, which runs next in the same leadership: a read guard, a commit,
+        // or the guard of a command that writes nothing.
+        let cmd = Cmd::new(session.check.clone(), tx.into(), false).guarded();
+        if actor.cast(ShardMsg::Call(LocalCall::User(session.user_id.clone(), cmd))).is_err() {
+            return Err(Attempt::Elsewhere { leader: Some(me), reason: format!("shard {shard} is restarting") });
+        }
+        let refusal = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(_))) => return Ok(()),
+            Ok(Ok(Err(ShardError::NotLeader(moved)))) => {
+                return Err(Attempt::Elsewhere {
+                    leader: moved.leader,
+                    reason: format!("shard {shard} is changing leaders"),
+                })
+            }
+            Ok(Ok(Err(ShardError::Api(ApiError::NotFound(_))))) => ApiError::Unauthorized,
+            Ok(Ok(Err(ShardError::Api(e)))) => e,
+            // A session check is safe to repeat.
+            Ok(Err(_)) | Err(_) => {
+                return Err(Attempt::Elsewhere {
+                    leader: Some(me),
+                    reason: format!("shard {shard}'s session check did not answer"),
+                })
+            }
+        };
+        if !read_guarded {
+            self.barrier(log, shard, true, timeout).await?;
+        }
+        Err(Attempt::Done(Err(refusal)))
+    }
+
+    /// Runs `op` on this node's shard actor, after the barrier its kind needs (and a signed call's
+    /// session check).
     pub async fn execute_local<O: LocalOp>(
         &self,
-        shard: ShardId,
+        spec: Spec<'_>,
         key: String,
         op: O,
-        fault: Option<Fault>,
         timeout: Duration,
     ) -> Attempt<O::Answer> {
+        let (shard, fault) = (spec.shard, spec.fault);
         let me = self.me().to_owned();
         let again = |reason: String| Attempt::Elsewhere { leader: Some(me.clone()), reason };
         let (Some(local), Some(table)) = (&self.control.local, &self.table) else {
             return Attempt::Elsewhere { leader: None, reason: format!("{} holds no shards", self.me()) };
         };
-        match tokio::time::timeout(timeout, local.log.read_barrier(shard)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(StoreError::NotLeader { leader, .. })) => {
-                return Attempt::Elsewhere { leader, reason: format!("shard {shard} is changing leaders") }
-            }
-            Ok(Err(e)) => return Attempt::Done(Err(ApiError::Unavailable(e.to_string()))),
-            Err(_) => {
-                return Attempt::Elsewhere {
-                    leader: None,
-                    reason: format!("shard {shard} did not confirm its leader in time"),
-                }
-            }
+        if let Err(attempt) = self.barrier(local.log.as_ref(), shard, O::READ, timeout).await {
+            return attempt;
         }
+        let read_guarded = O::READ && !self.unguarded_reads;
         let Some(actor) = table.get(shard) else { return again(format!("shard {shard} is restarting")) };
+        if let Err(attempt) = self.check_session(local.log.as_ref(), &actor, spec, read_guarded, timeout).await {
+            return attempt;
+        }
         let (read, retry_safe, kind) = (O::READ, op.retry_safe(), O::ENTITY.as_str());
         let (tx, rx) = oneshot();
-        let cmd = Cmd::new(op, tx.into(), fault == Some(Fault::Panic));
+        let mut cmd = Cmd::new(op, tx.into(), fault == Some(Fault::Panic));
+        if read_guarded {
+            cmd = cmd.guarded();
+        }
         if actor.cast(ShardMsg::Call(O::local(key, cmd))).is_err() {
             return again(format!("shard {shard} is restarting"));
         }
@@ -194,19 +307,23 @@ impl Router {
     async fn execute_remote<O: LocalOp>(
         &self,
         node: &str,
-        shard: ShardId,
+        spec: Spec<'_>,
         key: String,
         op: O,
-        fault: Option<Fault>,
         timeout: Duration,
     ) -> Attempt<O::Answer> {
         let Some(remote) = &self.control.remote else {
             return Attempt::Elsewhere { leader: None, reason: format!("no transport to reach {node}") };
         };
+        let shard = spec.shard;
         let retry_safe = op.retry_safe();
-        let meta = CallMeta { timeout_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u32, fault };
-        let payload = codec::encode_wire(&Request::Shard { shard, call: op.into_call(key), meta });
-        match remote.call(node, payload, timeout).await {
+        let meta = CallMeta { timeout_ms: timeout.as_millis().min(u128::from(u32::MAX)) as u32, fault: spec.fault };
+        let call = op.into_call(key);
+        let request = match spec.session {
+            Some(session) => Request::Signed { shard, session: session.clone(), call, meta },
+            None => Request::Shard { shard, call, meta },
+        };
+        match remote.call(node, codec::encode_wire(&request), timeout).await {
             Ok(bytes) => match codec::decode_wire::<ShardAnswer<O::Answer>>(b"answer", &bytes) {
                 Ok(answer) => settle(shard, answer),
                 Err(e) => Attempt::Done(Err(ApiError::Unavailable(format!("unreadable answer from {node}: {e}")))),

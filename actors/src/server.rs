@@ -9,12 +9,12 @@ use cluster_transport::CallHandler;
 use control_plane::{client, record, Driver};
 use futures::future::BoxFuture;
 use playground_proto::{
-    codec, ApiError, CallMeta, NotLeader, ReplicaAnswer, Request, ShardAnswer, ShardError, ShardId,
+    codec, ApiError, CallMeta, NotLeader, ReplicaAnswer, Request, SessionCheck, ShardAnswer, ShardError, ShardId,
 };
 use shardlog::RaftLog;
 
 use crate::ops::{dispatch, CallVisitor, LocalOp};
-use crate::router::{Attempt, Router};
+use crate::router::{Attempt, Router, Spec};
 
 /// The longest a shard call from a peer may run here, whatever its caller says: a lost caller cannot pin
 /// work for longer.
@@ -56,6 +56,7 @@ impl CallHandler for Server {
 struct Serve {
     router: Arc<Router>,
     shard: ShardId,
+    session: Option<SessionCheck>,
     meta: CallMeta,
 }
 
@@ -64,9 +65,10 @@ impl CallVisitor for Serve {
 
     fn visit<O: LocalOp>(self, key: String, op: O) -> Self::Output {
         Box::pin(async move {
-            let Serve { router, shard, meta } = self;
+            let Serve { router, shard, session, meta } = self;
             let timeout = Duration::from_millis(u64::from(meta.timeout_ms)).min(MAX_CALL);
-            let answer: ShardAnswer<O::Answer> = match router.execute_local(shard, key, op, meta.fault, timeout).await {
+            let spec = Spec { shard, session: session.as_ref(), fault: meta.fault };
+            let answer: ShardAnswer<O::Answer> = match router.execute_local(spec, key, op, timeout).await {
                 Attempt::Done(answer) => answer.map_err(ShardError::Api),
                 // On the wire, "try elsewhere" is NotLeader: the caller routes on it.
                 Attempt::Elsewhere { leader, .. } => Err(NotLeader { shard, leader }.into()),
@@ -88,9 +90,12 @@ fn answer(served: Arc<Served>, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>> 
     let control = served.router.control().clone();
     match request {
         Request::Shard { shard, call, meta } if shard < control.shard_count() => {
-            dispatch(call, Serve { router: served.router.clone(), shard, meta })
+            dispatch(call, Serve { router: served.router.clone(), shard, session: None, meta })
         }
-        Request::Shard { shard, .. } => Box::pin(async move {
+        Request::Signed { shard, session, call, meta } if shard < control.shard_count() => {
+            dispatch(call, Serve { router: served.router.clone(), shard, session: Some(session), meta })
+        }
+        Request::Shard { shard, .. } | Request::Signed { shard, .. } => Box::pin(async move {
             let refused: ShardAnswer<()> = Err(ApiError::BadRequest(format!("shard {shard} does not exist")).into());
             codec::encode_wire(&refused)
         }),

@@ -202,7 +202,7 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
         local: Some(LocalReplicas { store: store.clone(), log }),
         remote,
     });
-    let router = Arc::new(Router::new(control.clone(), Some(table)));
+    let router = Arc::new(Router::new(control.clone(), Some(table)).skip_read_guard(settings.skips_read_guard()));
     let driver = match (&raft, &transport) {
         (Some(raft), Some(_)) => {
             let settings = DriverSettings {
@@ -242,10 +242,11 @@ fn init_process(config: &Config) {
         if faults.clock_skew_ms != 0 {
             playground_proto::install_clock(Box::new(playground_proto::SkewedClock(faults.clock_skew_ms)));
         }
-        if faults.panic_injection || faults.break_idempotency || faults.clock_skew_ms != 0 {
+        if faults.panic_injection || faults.break_idempotency || faults.stale_reads || faults.clock_skew_ms != 0 {
             tracing::warn!(
                 panic_injection = faults.panic_injection,
                 break_idempotency = faults.break_idempotency,
+                stale_reads = faults.stale_reads,
                 clock_skew_ms = faults.clock_skew_ms,
                 "test-only fault switches are on: never run this configuration in production"
             );
@@ -260,6 +261,7 @@ fn entity_settings(config: &Config) -> Settings {
     return Settings {
         panic_injection: config.faults.panic_injection,
         break_idempotency: config.faults.break_idempotency,
+        stale_reads: config.faults.stale_reads,
     };
     #[cfg(not(feature = "failpoints"))]
     {

@@ -37,9 +37,10 @@ async fn a_user_signs_up_orders_pays_and_the_answers_are_typed() {
 
     let login = cluster.login("ada@example.com", "correct horse".into()).await.expect("login");
     assert_eq!(cluster.login("ada@example.com", "wrong".into()).await.err(), Some(ApiError::InvalidCredentials));
-    let who = cluster.authenticate(&login.token, opts).await.expect("the token works");
+    let (who, session) = cluster.authenticate(&login.token, opts).await.expect("the token works");
     assert_eq!(who.user_id, created.id);
-    assert_eq!(who.session.session_id, login.session.session_id);
+    assert_eq!(session.session_id, login.session.session_id);
+    assert_eq!(who.session_id(), login.session.session_id);
 
     let first = cluster.create_order(&who, order("A-1"), Some("k1".into()), opts).await.expect("create");
     assert!(first.created && first.order.total_cents == 300 && first.order.status == OrderStatus::Pending);
@@ -73,6 +74,13 @@ async fn a_user_signs_up_orders_pays_and_the_answers_are_typed() {
 
     cluster.logout(&who).await.expect("logout");
     assert_eq!(cluster.authenticate(&login.token, opts).await.err(), Some(ApiError::Unauthorized));
+    // Every call made with the ended session checks it where it runs, and refuses it before anything else.
+    assert_eq!(cluster.get_order(&who, &id, opts).await.err(), Some(ApiError::Unauthorized));
+    let refused = cluster.create_order(&who, order("C-1"), None, opts).await;
+    assert_eq!(refused.err(), Some(ApiError::Unauthorized));
+    assert_eq!(cluster.get_user(&who, &other.id, opts).await.err(), Some(ApiError::Unauthorized));
+    let page = cluster.list_orders(&who, &who.user_id, 10, None).await;
+    assert_eq!(page.err(), Some(ApiError::Unauthorized));
     drop(cluster);
     node.stop().await;
 }
@@ -85,7 +93,7 @@ async fn what_a_node_acknowledged_is_there_after_a_restart() {
         let cluster = node.cluster.clone();
         cluster.register(user("carol@example.com")).await.expect("register");
         let login = cluster.login("carol@example.com", "correct horse".into()).await.expect("login");
-        let who = cluster.authenticate(&login.token, CallOptions::default()).await.expect("auth");
+        let who = cluster.authenticate(&login.token, CallOptions::default()).await.expect("auth").0;
         let created = cluster.create_order(&who, order("C-3"), None, CallOptions::default()).await.expect("create");
         drop(cluster);
         node.stop().await;
@@ -93,7 +101,7 @@ async fn what_a_node_acknowledged_is_there_after_a_restart() {
     };
     let node = node(dir.path()).await;
     let login = node.cluster.login("carol@example.com", "correct horse".into()).await.expect("login again");
-    let who = node.cluster.authenticate(&login.token, CallOptions::default()).await.expect("auth");
+    let who = node.cluster.authenticate(&login.token, CallOptions::default()).await.expect("auth").0;
     assert_eq!(who.user_id, user_id);
     let found = node.cluster.get_order(&who, &order_id, CallOptions::default()).await.expect("the order is there");
     assert_eq!(found.items[0].sku, "C-3");
@@ -110,9 +118,9 @@ async fn a_session_ended_by_a_password_change_cannot_finish_a_change_of_its_own(
     let ada = cluster.register(user("ada@example.com")).await.expect("register");
     let mine = cluster.login("ada@example.com", "correct horse".into()).await.expect("login");
     let stolen = cluster.login("ada@example.com", "correct horse".into()).await.expect("login");
-    let me = cluster.authenticate(&mine.token, opts).await.expect("authenticates");
+    let me = cluster.authenticate(&mine.token, opts).await.expect("authenticates").0;
     // Authenticated before the password changes, as a request already on its way would be.
-    let thief = cluster.authenticate(&stolen.token, opts).await.expect("authenticates");
+    let thief = cluster.authenticate(&stolen.token, opts).await.expect("authenticates").0;
 
     let change = UserChanges {
         password: Some("a new password".into()),
@@ -126,7 +134,9 @@ async fn a_session_ended_by_a_password_change_cannot_finish_a_change_of_its_own(
         ..UserChanges::default()
     };
     let refused = cluster.update_user(&thief, &ada.id, late, None, opts, any).await.err();
-    assert_eq!(refused, Some(ApiError::CurrentPasswordRequired), "the old password proves nothing now");
+    // Every call made for the thief checks its session where it runs: ended by the change, it is refused
+    // before the old password is even looked at.
+    assert_eq!(refused, Some(ApiError::Unauthorized), "the old password proves nothing now");
     let rename = UserChanges { name: Some("Not Ada".into()), ..UserChanges::default() };
     let refused = cluster.update_user(&thief, &ada.id, rename, None, opts, any).await.err();
     assert_eq!(refused, Some(ApiError::Unauthorized), "the ended session changes nothing");

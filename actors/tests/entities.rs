@@ -68,7 +68,7 @@ async fn absent_entities_leave_no_actor_and_the_cap_evicts_the_least_recently_us
         let created = cluster.register(new).await.expect("register");
         settles_at_most(CAP, "after a registration").await;
         let session = cluster.login(&email, "correct horse".into()).await.expect("login");
-        let who = cluster.authenticate(&session.token, opts).await.expect("the token works");
+        let who = cluster.authenticate(&session.token, opts).await.expect("the token works").0;
         let made = cluster.create_order(&who, order(&format!("SKU{i}")), Some(format!("k{i}")), opts).await;
         let made = made.expect("create");
         cluster.order_action(&who, &made.order.id, OrderAction::Pay, None, opts).await.expect("pay");
@@ -81,7 +81,7 @@ async fn absent_entities_leave_no_actor_and_the_cap_evicts_the_least_recently_us
 
     // Every entity comes back from the store as it was left, and the cap still holds.
     for (i, (user, token, order_id)) in users.iter().enumerate() {
-        let who = cluster.authenticate(token, opts).await.expect("the token still works");
+        let who = cluster.authenticate(token, opts).await.expect("the token still works").0;
         let again = cluster.get_user(&who, &user.id, opts).await.expect("get user");
         assert_eq!((again.email.as_str(), again.version), (user.email.as_str(), 1));
         let got = cluster.get_order(&who, order_id, opts).await.expect("get order");

@@ -56,6 +56,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
 pub const FAULT_ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_PANIC_INJECTION", "faults.panic_injection"),
     ("PLAYGROUND_BREAK_IDEMPOTENCY", "faults.break_idempotency"),
+    ("PLAYGROUND_STALE_READS", "faults.stale_reads"),
     ("PLAYGROUND_CLOCK_SKEW_MS", "faults.clock_skew_ms"),
 ];
 
@@ -187,6 +188,8 @@ impl Config {
             "faults.panic_injection" => self.faults.panic_injection = parse_bool(value)?,
             #[cfg(feature = "failpoints")]
             "faults.break_idempotency" => self.faults.break_idempotency = parse_bool(value)?,
+            #[cfg(feature = "failpoints")]
+            "faults.stale_reads" => self.faults.stale_reads = parse_bool(value)?,
             #[cfg(feature = "failpoints")]
             "faults.clock_skew_ms" => self.faults.clock_skew_ms = parse_num(value, "an integer (ms)")?,
             "log.format" => {
@@ -386,6 +389,9 @@ mod tests {
         c.apply_env(&env_of(&[("PLAYGROUND_BREAK_IDEMPOTENCY", "true")])).expect("true");
         assert!(c.faults.break_idempotency);
         assert!(c.apply_env(&env_of(&[("PLAYGROUND_BREAK_IDEMPOTENCY", "yes")])).is_err());
+        assert!(!c.faults.stale_reads);
+        c.apply_env(&env_of(&[("PLAYGROUND_STALE_READS", "true")])).expect("true");
+        assert!(c.faults.stale_reads);
     }
 
     #[cfg(feature = "failpoints")]

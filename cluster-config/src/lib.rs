@@ -52,6 +52,7 @@ pub use model::{
 #[cfg(feature = "failpoints")]
 pub use model::{
     FaultsConfig, CLOCK_SKEW_MS_RANGE, DEFAULT_BREAK_IDEMPOTENCY, DEFAULT_CLOCK_SKEW_MS, DEFAULT_PANIC_INJECTION,
+    DEFAULT_STALE_READS,
 };
 pub use model::{DEFAULT_MAX_PASSWORD_REQUESTS, MAX_PASSWORD_REQUESTS_RANGE};
 pub use parse::load;

@@ -92,6 +92,9 @@ pub const DEFAULT_PANIC_INJECTION: bool = false;
 /// Test-only; never enable it (see [`FaultsConfig::break_idempotency`]).
 #[cfg(feature = "failpoints")]
 pub const DEFAULT_BREAK_IDEMPOTENCY: bool = false;
+/// Test-only; never enable it (see [`FaultsConfig::stale_reads`]).
+#[cfg(feature = "failpoints")]
+pub const DEFAULT_STALE_READS: bool = false;
 /// Test-only; see [`FaultsConfig::clock_skew_ms`].
 #[cfg(feature = "failpoints")]
 pub const DEFAULT_CLOCK_SKEW_MS: i64 = 0;
@@ -456,6 +459,10 @@ pub struct FaultsConfig {
     /// Test-only, never to be enabled: creates ignore an existing idempotency record, breaking I5 on
     /// purpose so that the simulations can prove their duplicates checker fails end to end.
     pub break_idempotency: bool,
+    /// Test-only, never to be enabled: reads are served by whichever node believes it leads, without the
+    /// lease or read-index check, breaking I2 on purpose so that the simulations can prove their
+    /// linearizability checker fails end to end.
+    pub stale_reads: bool,
     /// Test-only: shifts this process's wall clock (timestamps, session expiry) by a signed number of
     /// milliseconds, so that the simulations can run a node whose clock is wrong. 0 leaves it alone.
     pub clock_skew_ms: i64,
@@ -467,6 +474,7 @@ impl Default for FaultsConfig {
         Self {
             panic_injection: DEFAULT_PANIC_INJECTION,
             break_idempotency: DEFAULT_BREAK_IDEMPOTENCY,
+            stale_reads: DEFAULT_STALE_READS,
             clock_skew_ms: DEFAULT_CLOCK_SKEW_MS,
         }
     }
@@ -572,6 +580,7 @@ mod tests {
         {
             assert!(!c.faults.panic_injection);
             assert!(!c.faults.break_idempotency);
+            assert!(!c.faults.stale_reads);
             assert_eq!(c.faults.clock_skew_ms, 0);
         }
         assert_eq!(c.log.format, LogFormat::Text);

@@ -99,7 +99,8 @@ fn sim_lists_its_scenarios_and_refuses_unknown_ones() {
     let list = Command::new(BIN).args(["sim", "list"]).output().expect("sim list");
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success());
-    let names = "baseline kill pause isolate latency partition reset panic rolling drill skew overload join drain lose";
+    let names =
+        "baseline kill pause isolate split latency partition reset panic rolling drill skew overload join drain lose";
     for s in names.split(' ') {
         assert!(text.contains(s), "{text}");
     }

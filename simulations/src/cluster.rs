@@ -342,6 +342,17 @@ impl ProcessCluster {
         }
     }
 
+    /// Cuts `node` off from the other nodes, both ways, while every gateway still reaches it: a node on
+    /// the minority side that clients can still talk to, where a stale read would show.
+    pub fn split(&self, node: &str) {
+        let member = |n: &str| n.starts_with("node-");
+        for (from, to, p) in &self.links {
+            if member(from) && member(to) && (from == node || to == node) {
+                p.blackhole(None);
+            }
+        }
+    }
+
     /// An asymmetric partition: every byte `node` sends is held back (its outgoing links forward, the
     /// answers on links into it); what it receives still arrives.
     pub fn silence(&self, node: &str) {

@@ -247,7 +247,18 @@ fn latency(events: &[Event]) -> BTreeMap<String, Percentiles> {
 
 /// Guarantees a run can break on purpose (`--break`), to prove that the checkers fail: each names the
 /// test-only environment switch the cluster is started with.
-pub const BREAKS: &[(&str, &str)] = &[("idempotency", "PLAYGROUND_BREAK_IDEMPOTENCY")];
+pub const BREAKS: &[(&str, &str)] =
+    &[("idempotency", "PLAYGROUND_BREAK_IDEMPOTENCY"), ("stale-reads", "PLAYGROUND_STALE_READS")];
+
+/// The index of the node that leads the shard of the first client's user, as a gateway's cluster view
+/// shows it: the node whose stale reads that client would see.
+async fn leader_of_user(gw: &crate::client::Api, user_id: &str) -> Option<usize> {
+    let shard = u64::from(playground_proto::shard_of(user_id, SHARDS));
+    let view = gw.get("/v1/cluster", Some(crate::cluster::ADMIN_TOKEN)).await.ok()?.json();
+    let entry = view["shards"].as_array()?.iter().find(|s| s["shard"].as_u64() == Some(shard))?;
+    let n = entry["leader"].as_str()?.strip_prefix("node-")?.parse::<usize>().ok()?;
+    n.checked_sub(1).filter(|i| *i < NODES)
+}
 
 /// Applies one fault action to the cluster; `panic` is the workload's panic-injection switch.
 async fn apply(cluster: &mut ProcessCluster, f: &FaultEvent, panic: &AtomicBool) -> anyhow::Result<()> {
@@ -292,6 +303,10 @@ async fn apply(cluster: &mut ProcessCluster, f: &FaultEvent, panic: &AtomicBool)
         Action::Thaw => cluster.thaw(node),
         Action::Isolate => {
             cluster.isolate(&format!("node-{}", node + 1));
+            Ok(())
+        }
+        Action::Split => {
+            cluster.split(&format!("node-{}", node + 1));
             Ok(())
         }
         Action::Delay { delay_ms, jitter_ms } => {
@@ -419,6 +434,13 @@ pub async fn run(
         let (h, gws, panic) = (h.clone(), gws.clone(), panic.clone());
         tasks.push(tokio::spawn(workload::client(h, process, gws, user, seed, until, panic, !overload)));
     }
+    if scenario == "split" {
+        // Reads of the first client's orders through every member, the cut-off node included.
+        let members: Vec<_> = (0..NODES).map(|i| cluster.node(i)).chain(gws.iter().cloned()).collect();
+        let (h, user) = (h.clone(), users[0].clone());
+        let process = CLIENTS + 1 + 2 * RACERS + OVERLOAD_CLIENTS + CLIENTS;
+        tasks.push(tokio::spawn(workload::reader(h, process, members, user, seed, until)));
+    }
     // Racing registrations: one early, one in the middle of the run (where the faults are).
     for (i, fraction) in [(0u64, 10u32), (1, 2)] {
         let (h, gws) = (h.clone(), gws.clone());
@@ -432,6 +454,11 @@ pub async fn run(
 
     for f in timeline.iter_mut() {
         tokio::time::sleep_until((started + Duration::from_millis(f.at)).into()).await;
+        if f.action == Action::Split {
+            if let Some(leader) = leader_of_user(&gws[0], &users[0].id).await {
+                f.node = Some(leader);
+            }
+        }
         apply(&mut cluster, f, &panic).await.with_context(|| format!("apply {f:?}"))?;
         f.applied_at = Some(h.now());
     }

@@ -23,6 +23,7 @@
 //! `meta` tree. It has no shard actor and no entities; the control plane reads and writes its one record.
 
 mod leadership;
+mod lease;
 mod log_store;
 mod metrics;
 mod network;
@@ -50,6 +51,7 @@ use playground_proto::{node_id_of, placement, Applied, LogEntry, LogIndex, NodeI
 use crate::error::StoreError;
 use crate::store::{Leadership, ShardLog, Store};
 
+use lease::Lease;
 use log_store::LogStore;
 use network::Network;
 use proposer::Proposal;
@@ -122,6 +124,9 @@ struct Group {
     tasks: Vec<JoinHandle<()>>,
     /// While handing leadership over: until when, and to whom. The leader takes no new work meanwhile.
     handing_over: Mutex<Option<(std::time::Instant, String)>>,
+    lease: Arc<Lease>,
+    /// openraft's metrics, kept here because `Raft::metrics` hands out a new receiver per call.
+    metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
 }
 
 /// How long a leader holds still for a hand-over: the lease its followers wait out, then the election.
@@ -299,6 +304,7 @@ impl RaftLog {
         if let Ok(mut h) = group.handing_over.lock() {
             *h = Some((std::time::Instant::now() + HAND_OVER, to.to_owned()));
         }
+        group.lease.revoke();
         group.raft.runtime_config().heartbeat(false);
         let raft = group.raft.clone();
         tokio::spawn(async move {
@@ -314,6 +320,12 @@ impl RaftLog {
     /// leases have run out ([`RaftLog::hand_over`]).
     pub async fn campaign(&self, shard: ShardId) -> Result<(), StoreError> {
         let group = self.group(shard).ok_or(StoreError::NotLeader { shard, leader: None })?;
+        // A leader heard from lately may be serving reads on its lease: it did not hand over (or has
+        // taken leadership back since), so this replica stands only once that lease has run out.
+        if group.lease.since_leader().is_some_and(|quiet| quiet < settings::ELECTION_TIMEOUT_MIN) {
+            let leader = group.leadership.borrow().leader.clone();
+            return Err(StoreError::NotLeader { shard, leader });
+        }
         group.raft.trigger().elect().await.map_err(|e| StoreError::Io(format!("shard {shard}: election: {e}")))
     }
 
@@ -377,8 +389,9 @@ impl RaftLog {
     /// an error reply, which the sender treats as an unreachable peer.
     pub fn handle_rpc(&self, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
         let request = network::decode::<network::RaftRpc>(&payload);
-        let raft = request.as_ref().ok().and_then(|r| self.group(r.shard)).map(|g| g.raft.clone());
-        Box::pin(async move { network::encode(&network::serve(raft, request).await) })
+        let replica =
+            request.as_ref().ok().and_then(|r| self.group(r.shard)).map(|g| (g.raft.clone(), g.lease.clone()));
+        Box::pin(async move { network::encode(&network::serve(replica, request).await) })
     }
 
     /// This node's name.
@@ -487,6 +500,33 @@ impl Drop for Group {
 }
 
 impl Group {
+    /// Whether this node leads in the term of the last entry its state machine applied: the first entry
+    /// of a term is its leader's, so everything earlier terms committed is applied.
+    fn applied_in_term(&self, node: &str) -> bool {
+        let m = self.metrics.borrow();
+        m.state == openraft::ServerState::Leader
+            && m.current_leader == Some(node_id_of(node))
+            && m.last_applied.is_some_and(|id| id.leader_id.term == m.current_term)
+    }
+
+    /// Whether this node may serve a read without a quorum round ([`lease`]): it leads and has applied
+    /// its term's first entry, the membership is not changing, and its lease holds.
+    fn lease_holds(&self, node: &str) -> bool {
+        let me = node_id_of(node);
+        let (term, voters) = {
+            let m = self.metrics.borrow();
+            let membership = m.membership_config.membership();
+            let settled = membership.get_joint_config().len() == 1;
+            let leads = m.state == openraft::ServerState::Leader && m.current_leader == Some(me);
+            let applied = m.last_applied.is_some_and(|id| id.leader_id.term == m.current_term);
+            if !(settled && leads && applied) {
+                return false;
+            }
+            (m.current_term, membership.voter_ids().collect::<Vec<_>>())
+        };
+        self.lease.holds(me, term, &voters)
+    }
+
     /// Whether this node may propose or serve reads: it leads, and a quorum has acknowledged it
     /// lately. A leader cut off from its peers stops taking work within about a second, rather than
     /// queueing it behind proposals that cannot commit.
@@ -521,7 +561,14 @@ async fn start_group(
         .map_err(|source| RaftStartError::Store { shard, source })?;
     let log_store = LogStore::new(store.clone(), log_tree.clone(), alive.clone());
     let state_machine = StateMachine::new(store.clone(), shard, log_tree, alive);
-    let network = Network { shard, me, transport: settings.transport.clone(), rpc_timeout: settings.rpc_timeout };
+    let lease = Arc::new(Lease::new());
+    let network = Network {
+        shard,
+        me,
+        transport: settings.transport.clone(),
+        rpc_timeout: settings.rpc_timeout,
+        lease: lease.clone(),
+    };
     let raft = Raft::new(me, settings::raft_config(shard, settings)?, network, log_store, state_machine)
         .await
         .map_err(|e| raft_err(&e))?;
@@ -593,7 +640,8 @@ async fn start_group(
         tokio::spawn(leadership::follow(shard, me, names.clone(), raft.clone(), leadership_tx, observed.clone())),
     ];
     let handing_over = Mutex::new(None);
-    Ok(Some(Group { raft, names, proposals, reads, leadership, observed, tasks, handing_over }))
+    let metrics = raft.metrics();
+    Ok(Some(Group { raft, names, proposals, reads, leadership, observed, tasks, handing_over, lease, metrics }))
 }
 
 /// What a node that holds no replica of a shard knows of its leadership: nothing.
@@ -623,7 +671,22 @@ impl ShardLog for RaftLog {
         self.group(shard).map(|g| g.leadership.borrow().clone()).unwrap_or_else(no_leadership)
     }
 
+    /// Served on the leader's lease when it holds (no message sent), else by a read-index round.
     fn read_barrier(&self, shard: ShardId) -> BoxFuture<'static, Result<(), StoreError>> {
+        if self.group(shard).is_some_and(|g| g.check_leader(shard).is_ok() && g.lease_holds(&self.node)) {
+            metrics::READ_CHECKS.with_label_values(&["lease"]).inc();
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        metrics::READ_CHECKS.with_label_values(&["read_index"]).inc();
+        self.ensure_linearizable(shard)
+    }
+
+    /// Free once this term's first entry is applied; before that, one read-index round, which waits for
+    /// it.
+    fn write_barrier(&self, shard: ShardId) -> BoxFuture<'static, Result<(), StoreError>> {
+        if self.group(shard).is_some_and(|g| g.check_leader(shard).is_ok() && g.applied_in_term(&self.node)) {
+            return Box::pin(std::future::ready(Ok(())));
+        }
         self.ensure_linearizable(shard)
     }
 

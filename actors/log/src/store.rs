@@ -47,6 +47,13 @@ pub trait ShardLog: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// Returns once this node leads the shard and its state machine has applied everything committed in
+    /// earlier terms: what a write then decides from is current, and its own commit in this term fences
+    /// it, so no quorum round is needed per write. Cheap after the first call of a term.
+    fn write_barrier(&self, _shard: ShardId) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// The shard's replicas, leader, term and commit index, when this node holds a replica.
     fn status(&self, _shard: ShardId) -> Option<ShardStatus> {
         None

@@ -33,7 +33,7 @@ pub use meta::{ClusterMeta, MemberRecord, META_KEY};
 pub use ops::{Entity, Op, ShardCall};
 pub use placement::{node_id_of, placement};
 pub use protocol::{
-    CallMeta, Fault, MetaAnswer, NodeStatus, ReplicaAnswer, ReplicaOp, Request, ShardAnswer, ShardStatus,
+    CallMeta, Fault, MetaAnswer, NodeStatus, ReplicaAnswer, ReplicaOp, Request, SessionCheck, ShardAnswer, ShardStatus,
 };
 pub use records::{
     EmailClaim, HistoryEntry, IdempotencyRecord, NewOrder, OrderAction, OrderItem, OrderRecord, OrderStatus,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ControlError, ShardError};
 use crate::ids::ShardId;
 use crate::meta::ClusterMeta;
-use crate::ops::ShardCall;
+use crate::ops::{Authenticate, ShardCall};
 
 /// A fault a test asks for on one call (`X-Fault-Inject`). Only builds with the `failpoints` feature set
 /// one or honour one.
@@ -26,6 +26,14 @@ pub struct CallMeta {
     pub fault: Option<Fault>,
 }
 
+/// The caller's session, checked by its user's entity on the node that runs the call, in the user's
+/// shard, right before the call: one message does both.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionCheck {
+    pub user_id: String,
+    pub check: Authenticate,
+}
+
 /// What one process asks another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
@@ -40,6 +48,9 @@ pub enum Request {
     Meta,
     /// Membership and placement ([`ReplicaAnswer`]).
     Replicas(ReplicaOp),
+    /// A [`Request::Shard`] made by a signed-in user: the shard is the user's, and the call runs only if
+    /// `session` is live there (else `unauthorized`).
+    Signed { shard: ShardId, session: SessionCheck, call: ShardCall, meta: CallMeta },
 }
 
 /// The answer to [`Request::Shard`] of an operation whose answer is `A`.

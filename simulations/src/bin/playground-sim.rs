@@ -34,9 +34,9 @@ struct SimArgs {
     /// Length of the workload, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     duration: u64,
-    /// Test-only: start the cluster with a guarantee broken on purpose (`idempotency`), to prove that
+    /// Test-only: start the cluster with a guarantee broken on purpose (`idempotency`, `stale-reads`), to prove that
     /// the checkers catch it; such a run must fail.
-    #[arg(long = "break", value_name = "GUARANTEE", value_parser = ["idempotency"])]
+    #[arg(long = "break", value_name = "GUARANTEE", value_parser = ["idempotency", "stale-reads"])]
     breaks: Vec<String>,
     /// The `playground` binary the cluster runs [default: the `playground` next to this binary].
     #[arg(long, value_name = "PATH")]

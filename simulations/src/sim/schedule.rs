@@ -12,6 +12,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("kill", "kill -9 a random node and restart it, again and again through the run"),
     ("pause", "SIGSTOP a random node for 5 s, then SIGCONT"),
     ("isolate", "black-hole every link of a random node for 5 s, then heal"),
+    (
+        "split",
+        "cut the leader of a client's shard off from the other nodes until 4/5 of the run; gateways still reach it",
+    ),
     ("latency", "delay with jitter on every link"),
     ("partition", "black-hole everything a random node sends (asymmetric) for up to 5 s, then heal"),
     ("reset", "reset every link's open connections a few times"),
@@ -33,6 +37,10 @@ pub enum Action {
     Freeze,
     Thaw,
     Isolate,
+    /// Black-hole the links between the node and the other nodes, both ways; the gateways' links stay. The
+    /// node is the one leading the first client's shard when it applies (the schedule's draw is the
+    /// fallback).
+    Split,
     Delay {
         delay_ms: u64,
         jitter_ms: u64,
@@ -123,6 +131,8 @@ pub fn schedule(scenario: &str, seed: u64, duration: Duration, nodes: usize) -> 
         }
         "pause" => vec![event(start, Action::Freeze, Some(node)), event(start + length, Action::Thaw, Some(node))],
         "isolate" => vec![event(start, Action::Isolate, Some(node)), event(start + length, Action::Heal, None)],
+        // Longer than a request's timeout, so that the clients a cut-off leader held up go on while it lasts.
+        "split" => vec![event(start, Action::Split, Some(node)), event(total * 4 / 5, Action::Heal, None)],
         "latency" => {
             let delay_ms = rng.gen_range(5..=30);
             let jitter_ms = rng.gen_range(1..=delay_ms);

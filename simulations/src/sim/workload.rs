@@ -239,6 +239,39 @@ async fn session_cycle(h: &History, process: u64, gws: &[Api], user: &User, tag:
     }
 }
 
+/// How long the reader waits for one answer.
+const READER_PATIENCE: Duration = Duration::from_millis(500);
+
+/// A client that only reads `user`'s orders, each time through a member drawn from `members` (nodes
+/// serve the API too): what a client connected to a node cut off from the others would see. It learns the
+/// orders from their owner's list.
+pub async fn reader(h: History, process: u64, members: Vec<Api>, user: User, seed: u64, until: Instant) {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(process));
+    let mut orders: Vec<String> = vec![];
+    while Instant::now() < until {
+        let member = &members[rng.gen_range(0..members.len())];
+        // A member that cannot reach the shard's leader holds a request for the whole request timeout; the
+        // reader gives up sooner and goes on through another.
+        let patient = |request| async move {
+            tokio::time::timeout(READER_PATIENCE, request).await.map_err(|_| anyhow::anyhow!("no answer in time"))?
+        };
+        if orders.is_empty() || rng.gen_range(0..10) == 0 {
+            let path = format!("/v1/users/{}/orders?limit=100", user.id);
+            if let Ok(r) = patient(member.get(&path, Some(&user.token))).await {
+                let items = r.json()["items"].as_array().cloned().unwrap_or_default();
+                let ids = items.iter().filter_map(|o| o["id"].as_str().map(str::to_owned));
+                orders = ids.collect();
+            }
+        } else {
+            let id = orders[rng.gen_range(0..orders.len())].clone();
+            let path = format!("/v1/orders/{id}");
+            let read = patient(member.get(&path, Some(&user.token)));
+            call(&h, process, "read", &id, json!({"id": id}), |r| json!({"status": r.json()["status"]}), read).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(5..20))).await;
+    }
+}
+
 /// One client: a seeded mix of creates (some repeating an earlier key on purpose), pays, cancels, reads,
 /// lists and login/logout cycles until `until`. While `panic` is on, a share of its pays, cancels and reads
 /// ask their entity to panic. Without `think`, it sends its next operation at once.

@@ -58,3 +58,17 @@ pub(crate) fn init_shard(shard: &str) {
     LEADER_CHANGES.with_label_values(&[shard]);
     LazyLock::force(&COMMIT_SECONDS);
 }
+
+pub(crate) static READ_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    registered(
+        IntCounterVec::new(
+            Opts::new(
+                "playground_raft_read_checks_total",
+                "Leadership checks before a read, by how they were served: on the leader's lease, or by a \
+                 read-index round to a quorum.",
+            ),
+            &["path"],
+        )
+        .expect("valid metric"),
+    )
+});

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use playground_proto::{NodeId, ShardId};
 
+use super::lease::Lease;
 use super::TypeConfig;
 
 /// Carries raft messages between nodes: one request to node `to` (by name) and its answer.
@@ -108,19 +109,38 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, St
     }
 }
 
-/// Serves one inbound request on the local replica `raft` (None: this node holds no such group).
-pub(crate) async fn serve(raft: Option<Raft<TypeConfig>>, request: Result<RaftRpc, String>) -> RaftReply {
+/// Serves one inbound request on the local replica `raft` with its lease (None: this node holds no
+/// such group). Every request here comes from a node that leads or stands for election, so the lease
+/// ends before openraft sees it.
+pub(crate) async fn serve(
+    replica: Option<(Raft<TypeConfig>, Arc<Lease>)>,
+    request: Result<RaftRpc, String>,
+) -> RaftReply {
     let rpc = match request {
         Ok(r) => r,
         Err(reason) => return RaftReply::Refused(reason),
     };
-    let Some(raft) = raft else {
+    let Some((raft, lease)) = replica else {
         return RaftReply::Refused(format!("no replica of shard {} here", rpc.shard));
     };
     match rpc.rpc {
-        Rpc::AppendEntries(req) => RaftReply::AppendEntries(raft.append_entries(req).await),
-        Rpc::Vote(req) => RaftReply::Vote(raft.vote(req).await),
-        Rpc::InstallSnapshot(req) => RaftReply::InstallSnapshot(raft.install_snapshot(req).await),
+        Rpc::AppendEntries(req) => {
+            lease.heard_from_leader();
+            RaftReply::AppendEntries(raft.append_entries(req).await)
+        }
+        Rpc::Vote(req) => {
+            lease.revoke();
+            if lease.votes_held() {
+                // Refused as openraft refuses a vote while its vote lease runs: with the vote it holds.
+                let vote = raft.metrics().borrow().vote;
+                return RaftReply::Vote(Ok(VoteResponse::new(vote, req.last_log_id, false)));
+            }
+            RaftReply::Vote(raft.vote(req).await)
+        }
+        Rpc::InstallSnapshot(req) => {
+            lease.heard_from_leader();
+            RaftReply::InstallSnapshot(raft.install_snapshot(req).await)
+        }
     }
 }
 
@@ -130,6 +150,7 @@ pub(crate) struct Network {
     pub(crate) me: NodeId,
     pub(crate) transport: Arc<dyn RaftTransport>,
     pub(crate) rpc_timeout: Duration,
+    pub(crate) lease: Arc<Lease>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -144,6 +165,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             node: node.clone(),
             transport: self.transport.clone(),
             rpc_timeout: self.rpc_timeout,
+            lease: self.lease.clone(),
         }
     }
 }
@@ -156,6 +178,7 @@ pub(crate) struct Peer {
     node: BasicNode,
     transport: Arc<dyn RaftTransport>,
     rpc_timeout: Duration,
+    lease: Arc<Lease>,
 }
 
 /// Why a call got no usable answer.
@@ -221,6 +244,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let entries = rpc.entries.len() as u64;
+        let term = rpc.vote.leader_id().get_term();
         let rpc = Rpc::AppendEntries(rpc);
         if entries > 1 {
             // Measuring costs one encode more, but only for requests that carry entries.
@@ -229,8 +253,17 @@ impl RaftNetwork<TypeConfig> for Peer {
                 return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
             }
         }
+        // Taken before the request leaves: the lease counts from the send time, never later.
+        let sent = Instant::now();
         match self.call(rpc, option.hard_ttl().min(self.rpc_timeout)).await {
-            Ok(RaftReply::AppendEntries(result)) => result.map_err(|e| self.remote(e)),
+            Ok(RaftReply::AppendEntries(result)) => {
+                match &result {
+                    Ok(AppendEntriesResponse::HigherVote(_)) => self.lease.revoke(),
+                    Ok(_) => self.lease.acknowledged(self.target, term, sent),
+                    Err(_) => {}
+                }
+                result.map_err(|e| self.remote(e))
+            }
             Ok(other) => Err(self.unexpected(&other)),
             Err(f) => Err(self.error(f, RPCTypes::AppendEntries)),
         }

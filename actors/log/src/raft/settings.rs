@@ -88,7 +88,11 @@ impl std::fmt::Debug for RaftSettings {
 
 /// A follower that heard from its leader this recently refuses to vote for anyone else (openraft's
 /// leader lease is the longest election timeout), which is what a leadership hand-over waits out.
-pub(crate) const LEADER_LEASE: std::time::Duration = std::time::Duration::from_millis(600);
+pub(crate) const LEADER_LEASE: Duration = Duration::from_millis(600);
+
+/// The shortest silence after which a follower stands for election: what bounds a leader's lease
+/// (`lease::LEASE`).
+pub(crate) const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(300);
 
 /// Heartbeats every 100 ms and elections after 300–600 ms of silence: a leader's loss is noticed in
 /// about a second (measured: kill -9 of a leader to the new leader committing), and 64 idle groups cost
@@ -97,7 +101,7 @@ pub(crate) fn raft_config(shard: ShardId, settings: &RaftSettings) -> Result<Arc
     let config = openraft::Config {
         cluster_name: format!("shard-{shard}"),
         heartbeat_interval: 100,
-        election_timeout_min: 300,
+        election_timeout_min: ELECTION_TIMEOUT_MIN.as_millis() as u64,
         election_timeout_max: LEADER_LEASE.as_millis() as u64,
         install_snapshot_timeout: settings.snapshot_timeout.as_millis() as u64,
         snapshot_max_chunk_size: 1 << 20,
