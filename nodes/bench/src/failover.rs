@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::cluster::{fetch_view, ClusterProcess, NODES};
-use super::report::{Failover, KillRow, Report};
+use super::report::{ms, Failover, KillRow, Report};
+use super::table::Table;
 use super::workload::{self, SignedIn};
 
 /// A write that takes longer is abandoned and sent again, so that one request stuck on the dead leader
@@ -304,6 +305,38 @@ async fn write_every_shard(
         }
     }
     round
+}
+
+pub fn summary_table(f: &Failover) -> Table {
+    let mut t = Table::new(&["nodes", "shards", "kills", "recovered", "median ms", "max ms", "deadline s"], 0);
+    t.row(vec![
+        f.nodes.to_string(),
+        f.shards.to_string(),
+        f.kills.len().to_string(),
+        (f.kills.len() - f.failures).to_string(),
+        ms(f.median_ms),
+        ms(f.max_ms),
+        f.deadline_s.to_string(),
+    ]);
+    t
+}
+
+pub fn kills_table(f: &Failover) -> Table {
+    let headers = ["kill", "victim", "shards it led", "recovered ms", "healthy ms", "failed writes", "not recovered"];
+    let mut t = Table::new(&headers, 2);
+    for k in &f.kills {
+        let unrecovered: Vec<String> = k.unrecovered_shards.iter().map(u32::to_string).collect();
+        t.row(vec![
+            k.kill.to_string(),
+            k.victim.clone(),
+            k.victim_led_shards.to_string(),
+            k.recovered_ms.map_or("failed".to_owned(), |v| format!("{v:.0}")),
+            k.healthy_ms.map_or("-".to_owned(), |v| format!("{v:.0}")),
+            k.failed_writes.to_string(),
+            if unrecovered.is_empty() { "-".to_owned() } else { unrecovered.join(" ") },
+        ]);
+    }
+    t
 }
 
 #[cfg(test)]
