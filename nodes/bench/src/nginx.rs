@@ -30,10 +30,13 @@ pub const WORKER_PROCESSES: &str = "auto";
 
 /// The nginx binary: on `PATH`, or where Debian puts it.
 pub fn find() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("nginx")).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path.into_iter().chain(KNOWN_PATHS.iter().map(PathBuf::from)).find(|p| p.is_file())
+    find_in(std::env::var_os("PATH").as_deref(), &KNOWN_PATHS)
+}
+
+/// The first `nginx` file in the folders of `path` (a `PATH` value), else the first of `known` that exists.
+fn find_in(path: Option<&std::ffi::OsStr>, known: &[&str]) -> Option<PathBuf> {
+    let on_path = path.map(|p| std::env::split_paths(p).map(|dir| dir.join("nginx")).collect::<Vec<_>>());
+    on_path.unwrap_or_default().into_iter().chain(known.iter().map(PathBuf::from)).find(|p| p.is_file())
 }
 
 /// The whole config: one server on `listen` proxying every request to `upstream` over kept-alive
@@ -208,6 +211,17 @@ mod tests {
         // Balanced braces: nginx refuses the config otherwise.
         assert_eq!(text.matches('{').count(), text.matches('}').count());
         assert!(config(listen, upstream, Path::new("/p"), "1").contains("worker_processes 1;"));
+    }
+
+    #[test]
+    fn nginx_is_found_on_the_path_or_where_debian_puts_it_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(find_in(Some(dir.path().as_os_str()), &["/nonexistent/nginx"]), None);
+        assert_eq!(find_in(None, &[]), None);
+        let binary = dir.path().join("nginx");
+        std::fs::write(&binary, "").unwrap();
+        assert_eq!(find_in(Some(dir.path().as_os_str()), &["/nonexistent/nginx"]), Some(binary.clone()));
+        assert_eq!(find_in(None, &["/nonexistent/nginx", binary.to_str().unwrap()]), Some(binary));
     }
 
     #[test]

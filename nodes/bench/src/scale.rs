@@ -69,6 +69,9 @@ pub struct ScaleArgs {
     /// Argon2id memory in KiB for the clusters this command starts [default: the product's default].
     #[arg(long, value_name = "KIB")]
     pub argon2_memory_kib: Option<u32>,
+    /// Where cgroup v1 mounts its `cpu` controller.
+    #[arg(long, value_name = "DIR", default_value = cgroup::CPU_ROOT)]
+    pub cgroup_root: PathBuf,
 }
 
 fn parse_quota(text: &str) -> Result<f64, String> {
@@ -81,7 +84,7 @@ fn parse_quota(text: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: ScaleArgs, binary: &Path) -> Result<()> {
-    let root = Path::new(cgroup::CPU_ROOT);
+    let root = args.cgroup_root.as_path();
     cgroup::check_writable(root).context("bench scale caps every node with a cgroup v1 cpu quota")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -409,6 +412,7 @@ mod tests {
         let a = parse(&[]).unwrap();
         assert_eq!((a.quota, a.gateways, a.shards, a.users, a.duration, a.connections), (0.2, 2, 64, 256, 20, 32));
         assert_eq!(a.out, PathBuf::from("./bench-results/scale"));
+        assert_eq!(a.cgroup_root, PathBuf::from("/sys/fs/cgroup/cpu"));
         assert!(SIZES[1] as f64 * a.quota < 2.0, "six capped nodes stay below two cores");
         let a =
             parse(&["--quota", "0.5", "--gateways", "3", "--duration", "5", "--argon2-memory-kib", "1024"]).unwrap();
