@@ -26,6 +26,33 @@ pub fn group_path(root: &Path, run: &str, member: &str) -> Result<PathBuf> {
     Ok(root.join(format!("playground-bench-{run}-{member}")))
 }
 
+/// The run (the bench's pid) a group folder named by [`group_path`] belongs to.
+fn run_of(folder: &str) -> Option<i32> {
+    folder.strip_prefix("playground-bench-")?.split('-').next()?.parse().ok()
+}
+
+/// Removes the groups under `root` of earlier runs whose bench process is gone (a run killed by a signal
+/// cannot remove its own), moving anything still in them back to the root group; says how many it removed.
+pub fn remove_stale(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(run) = run_of(&name) else { continue };
+        if Path::new(&format!("/proc/{run}")).exists() {
+            continue;
+        }
+        let procs = std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
+        for pid in parse_pids(&procs) {
+            let _ = std::fs::write(root.join("cgroup.procs"), pid.to_string());
+        }
+        if std::fs::remove_dir(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The quota in microseconds per [`PERIOD_US`] for `cores` (0.2 → 20 000).
 pub fn quota_us(cores: f64) -> Result<u64> {
     if !cores.is_finite() || cores <= 0.0 {
@@ -129,6 +156,9 @@ mod tests {
         assert!(group_path(root, "", "node-1").is_err());
         assert!(group_path(root, "1", "").is_err());
         assert!(group_path(root, "1", "-rf").is_err());
+        assert_eq!(run_of("playground-bench-4242-node-3"), Some(4242));
+        assert_eq!(run_of("playground-bench-probe77-check"), None);
+        assert_eq!(run_of("docker"), None);
     }
 
     #[test]

@@ -86,6 +86,10 @@ fn parse_quota(text: &str) -> Result<f64, String> {
 pub fn run(args: ScaleArgs, binary: &Path) -> Result<()> {
     let root = args.cgroup_root.as_path();
     cgroup::check_writable(root).context("bench scale caps every node with a cgroup v1 cpu quota")?;
+    let stale = cgroup::remove_stale(root);
+    if stale > 0 {
+        eprintln!("bench: scale: removed {stale} cgroups left by an earlier run that was killed");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bench-client")
