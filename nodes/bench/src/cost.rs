@@ -254,7 +254,7 @@ pub fn sections(report: &Report) -> Vec<(&'static str, &'static str, Table)> {
     let mut out = Vec::new();
     if report.costs.iter().any(|c| c.single_us_per_op.is_some() || c.cluster_us_per_op.is_some()) {
         out.push((
-            "What the cluster costs: throughput and CPU per operation at saturation",
+            "Throughput and CPU per operation at saturation, cluster against single node",
             "CPU: utime + stime of every product process (all threads, /proc/<pid>/stat) over the saturation \
              phase, divided by its successful operations; the cluster's includes the launcher, the gateway and \
              every node.",
