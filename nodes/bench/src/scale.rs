@@ -390,7 +390,10 @@ const METHOD: &str = "\
 - Fixtures (users with a session and 4 orders each) are created before any cap, and the leaders are let even out \
 (within one per node, up to 60 s).
 - Every node process then gets its own cgroup v1 `cpu` group with `cpu.cfs_quota_us` = quota × `cpu.cfs_period_us` \
-(100 ms), its pid written to `cgroup.procs` (all its threads). Gateways, the launcher and the client are uncapped.
+(100 ms), its pid written to `cgroup.procs` (all its threads). Gateways, the launcher and the client are uncapped. \
+Two gateways by default: an uncapped gateway already has a runtime thread per core, so more add no CPU; two keep \
+any one process's listener, pool or node connections from being the bottleneck. Their cores are in the table: if \
+gateways and client took what the nodes left of the machine, the machine set the figure, not the quota.
 - A closed loop of `connections` workers runs the mix through every gateway round robin: 2 s unmeasured, then the \
 measured phase. CPU is utime + stime from /proc/<pid>/stat over the phase. `of their quota`: the nodes' CPU over \
 the phase against N × quota; near 100 % the nodes were the limit, well below it something else was.
