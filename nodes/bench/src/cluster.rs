@@ -32,30 +32,53 @@ pub struct Listening {
     pub url: String,
 }
 
-/// `playground up --nodes 3 --gateways 1` on 127.0.0.1:0 and a fresh temporary folder.
+/// What `playground up` is asked to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub nodes: usize,
+    pub gateways: usize,
+    /// `PLAYGROUND_SHARDS` and `PLAYGROUND_REPLICATION_FACTOR`; the product's defaults when `None`.
+    pub shards: Option<u32>,
+    pub replication_factor: Option<u32>,
+}
+
+impl Shape {
+    /// The measured cluster: [`NODES`] nodes, one gateway, `shards` shards (or the product's default).
+    pub fn standard(shards: Option<u32>) -> Self {
+        Self { nodes: NODES, gateways: 1, shards, replication_factor: None }
+    }
+}
+
+/// `playground up --nodes N --gateways G` on 127.0.0.1:0 and a fresh temporary folder.
 pub struct ClusterProcess {
     // Fields drop in order: the launcher and its children are gone before their folder is removed.
     launcher: NodeProcess,
     _dir: TempDir,
     admin_token: String,
     listening: Arc<Mutex<HashMap<String, Listening>>>,
+    shape: Shape,
 }
 
 impl ClusterProcess {
     /// Starts the cluster and returns once its gateway listens; `/readyz` is the caller's to wait for.
     /// `shards` overrides the product's shard count, `argon2_memory_kib` its password hashing memory.
     pub fn start(binary: &Path, argon2_memory_kib: Option<u32>, shards: Option<u32>) -> Result<Self> {
+        Self::start_shaped(binary, argon2_memory_kib, Shape::standard(shards))
+    }
+
+    /// Starts the cluster `shape` says and returns once every gateway listens.
+    pub fn start_shaped(binary: &Path, argon2_memory_kib: Option<u32>, shape: Shape) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("playground-bench-cluster-")
             .tempdir()
             .context("create the cluster's folder")?;
-        let (data, nodes) = (dir.path().join("data"), NODES.to_string());
+        let (data, nodes, gateways) = (dir.path().join("data"), shape.nodes.to_string(), shape.gateways.to_string());
         let args = [
             "up".as_ref(),
             "--nodes".as_ref(),
             nodes.as_ref(),
             "--gateways".as_ref(),
-            "1".as_ref(),
+            gateways.as_ref(),
             "--http".as_ref(),
             "127.0.0.1:0".as_ref(),
             "--data-dir".as_ref(),
@@ -73,21 +96,63 @@ impl ClusterProcess {
                     entry.url = url.to_owned();
                 }
             });
-        if let Some(shards) = shards {
+        if let Some(shards) = shape.shards {
             launch = launch.env("PLAYGROUND_SHARDS", &shards.to_string());
+        }
+        if let Some(factor) = shape.replication_factor {
+            launch = launch.env("PLAYGROUND_REPLICATION_FACTOR", &factor.to_string());
         }
         let launcher = NodeProcess::launch(binary, args, "gateway-1: gateway ready at ", launch)
             .context("start the cluster (playground up)")?;
         // From here on the guard owns the launcher and the folder, so every error below cleans both up.
-        let mut cluster = Self { launcher, _dir: dir, admin_token: String::new(), listening };
+        let mut cluster = Self { launcher, _dir: dir, admin_token: String::new(), listening, shape };
+        cluster.wait_for_gateways()?;
         cluster.launcher.url = cluster.launcher.url.trim_end_matches('/').to_owned();
         let token_path = data.join("admin.token");
         cluster.admin_token = std::fs::read_to_string(&token_path)
             .with_context(|| format!("read the cluster's admin token {}", token_path.display()))?
             .trim()
             .to_owned();
-        eprintln!("bench: started a {NODES}-node cluster, gateway at {}", cluster.url());
+        eprintln!("bench: started a {}-node cluster, gateways at {}", shape.nodes, cluster.gateway_urls().join(" "));
         Ok(cluster)
+    }
+
+    /// Waits until every gateway after the first has announced its address too.
+    fn wait_for_gateways(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + STARTUP_LIMIT;
+        while self.gateway_urls().len() < self.shape.gateways {
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "only {} of {} gateways were ready within {STARTUP_LIMIT:?}",
+                    self.gateway_urls().len(),
+                    self.shape.gateways
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// Every gateway's base URL, `gateway-1` first.
+    pub fn gateway_urls(&self) -> Vec<String> {
+        let seen = self.listening.lock().unwrap_or_else(PoisonError::into_inner);
+        (1..=self.shape.gateways)
+            .filter_map(|j| seen.get(&format!("gateway-{j}")).map(|l| l.url.trim_end_matches('/').to_owned()))
+            .collect()
+    }
+
+    /// The launcher and every process it started, by member name, for their CPU time.
+    pub fn processes(&self) -> Vec<crate::cpu::Watched> {
+        let mut members = self.launcher.members();
+        members.sort_by_key(|(name, _)| member_order(name));
+        let launcher = i32::try_from(self.launcher.pid()).unwrap_or(i32::MAX);
+        std::iter::once(crate::cpu::Watched::new(LAUNCHER, launcher))
+            .chain(members.into_iter().map(|(name, pid)| crate::cpu::Watched::new(name, pid)))
+            .collect()
     }
 
     pub fn url(&self) -> &str {
@@ -120,6 +185,15 @@ impl Drop for ClusterProcess {
             eprintln!("bench: the cluster did not stop within {STOP_LIMIT:?}; killing it");
         }
     }
+}
+
+/// The name the launcher's own process has in CPU reports.
+pub const LAUNCHER: &str = "launcher";
+
+/// Gateways first, then nodes, each by number: `gateway-1`, `node-1`, `node-2`, …, `node-10`.
+fn member_order(name: &str) -> (u8, u32, String) {
+    let (kind, number) = name.rsplit_once('-').unwrap_or((name, ""));
+    (u8::from(kind != "gateway"), number.parse().unwrap_or(u32::MAX), name.to_owned())
 }
 
 /// `("node-2", url)` from the launcher's `node-2: node listening at http://…`.
@@ -208,6 +282,17 @@ mod tests {
             Some(("node-3", "http://127.0.0.1:4002"))
         );
         assert_eq!(parse_listening("playground: data in /d; admin token in /d/admin.token"), None);
+    }
+
+    #[test]
+    fn members_are_listed_gateways_first_then_nodes_by_number() {
+        let mut names = vec!["node-10", "node-2", "gateway-2", "node-1", "gateway-1"];
+        names.sort_by_key(|n| member_order(n));
+        assert_eq!(names, ["gateway-1", "gateway-2", "node-1", "node-2", "node-10"]);
+        assert_eq!(
+            Shape::standard(Some(16)),
+            Shape { nodes: 3, gateways: 1, shards: Some(16), replication_factor: None }
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::cluster::{fetch_view, ClusterProcess, NODES};
-use super::report::{Failover, KillRow, Report};
+use super::report::{ms, Failover, KillRow, Report};
+use super::table::Table;
 use super::workload::{self, SignedIn};
 
 /// A write that takes longer is abandoned and sent again, so that one request stuck on the dead leader
@@ -33,6 +34,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the killed node gets to be restarted by the launcher and rejoin; the launcher's backoff
 /// alone may reach 30 s when the same node dies again soon after a start.
 const REJOIN_LIMIT: Duration = Duration::from_secs(120);
+/// How long a kill waits for a view in which every shard is led, after the rejoin.
+const WHOLE_LIMIT: Duration = Duration::from_secs(30);
 /// Sign-ups hash passwords with argon2id: more at once only queues on two cores.
 const SIGNUP_CONCURRENCY: usize = 4;
 /// Sign-ups give up when this many users per shard still leave a shard without one.
@@ -201,6 +204,23 @@ impl Rejoin {
     }
 }
 
+/// Waits until the view is whole: every member up and every shard led. Leaderships the placement driver
+/// hands back to a restarted node leave a shard without a leader for a moment, even after the view was
+/// whole once.
+async fn wait_whole(cluster: &ClusterProcess, client: &reqwest::Client) -> Result<()> {
+    let limit = Instant::now() + WHOLE_LIMIT;
+    loop {
+        let view = fetch_view(client, cluster.url(), cluster.admin_token()).await?;
+        if view.is_whole(NODES) {
+            return Ok(());
+        }
+        if Instant::now() >= limit {
+            bail!("the cluster is not whole before the kill, after {WHOLE_LIMIT:?}: {}", view.summary());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Measures kill `n`; an error means the kill could not be made at all.
 async fn one_kill(
     n: usize,
@@ -212,10 +232,7 @@ async fn one_kill(
     deadline: Duration,
 ) -> Result<(KillRow, Rejoin)> {
     let base = cluster.url();
-    let view = fetch_view(admin, base, cluster.admin_token()).await?;
-    if !view.is_whole(NODES) {
-        bail!("the cluster is not whole before the kill: {}", view.summary());
-    }
+    wait_whole(cluster, admin).await?;
     let start = Instant::now();
     let healthy = write_every_shard(writer, base, users, &format!("{tag}h"), start, start + deadline).await;
     if let Some(shard) = healthy.first_unwritten() {
@@ -304,6 +321,38 @@ async fn write_every_shard(
         }
     }
     round
+}
+
+pub fn summary_table(f: &Failover) -> Table {
+    let mut t = Table::new(&["nodes", "shards", "kills", "recovered", "median ms", "max ms", "deadline s"], 0);
+    t.row(vec![
+        f.nodes.to_string(),
+        f.shards.to_string(),
+        f.kills.len().to_string(),
+        (f.kills.len() - f.failures).to_string(),
+        ms(f.median_ms),
+        ms(f.max_ms),
+        f.deadline_s.to_string(),
+    ]);
+    t
+}
+
+pub fn kills_table(f: &Failover) -> Table {
+    let headers = ["kill", "victim", "shards it led", "recovered ms", "healthy ms", "failed writes", "not recovered"];
+    let mut t = Table::new(&headers, 2);
+    for k in &f.kills {
+        let unrecovered: Vec<String> = k.unrecovered_shards.iter().map(u32::to_string).collect();
+        t.row(vec![
+            k.kill.to_string(),
+            k.victim.clone(),
+            k.victim_led_shards.to_string(),
+            k.recovered_ms.map_or("failed".to_owned(), |v| format!("{v:.0}")),
+            k.healthy_ms.map_or("-".to_owned(), |v| format!("{v:.0}")),
+            k.failed_writes.to_string(),
+            if unrecovered.is_empty() { "-".to_owned() } else { unrecovered.join(" ") },
+        ]);
+    }
+    t
 }
 
 #[cfg(test)]

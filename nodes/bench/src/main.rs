@@ -12,21 +12,39 @@
 //! started with `playground up` (`cluster`), or both in the same run, compared with each other and with
 //! the baseline (`both`). `playground bench failover` measures instead how long the cluster's shards stay
 //! unwritable when the node leading the most of them is killed, and `playground bench rebalance` how long
-//! the placement takes to even out after a fourth node joins, under load.
+//! the placement takes to even out after a fourth node joins, under load. `playground bench scale`
+//! compares a 3-node and a 6-node cluster whose nodes each get the same CPU quota.
+//!
+//! Every saturation phase also records the CPU time of every product process, so each figure comes with
+//! what it cost; the report prints every figure the run measured beside its target.
 //!
 //! - `load`: the closed and open loops, and the latency histograms they fill.
 //! - `workload`: the mixes, their fixtures, and the baseline's one request.
 //! - `targets`: the baseline server, the node started as a child process, and how the product is started.
 //! - `cluster`: the cluster started as a child process, its members and its view.
+//! - `cpu`: CPU time of processes from /proc, per operation and in cores.
+//! - `nginx`: nginx in front of bare warp, the gateway's baseline.
+//! - `cgroup`: cgroup v1 CPU quotas for the scale-out benchmark.
 //! - `failover`: the failover benchmark.
 //! - `rebalance`: the rebalancing benchmark.
+//! - `scale`: the scale-out benchmark.
+//! - `goals`: the targets, and a figure's verdict against its target.
+//! - `cost`: CPU per operation, cluster against single node, idle CPU, nginx: the cost tables.
 //! - `report`: summaries, ratios, the stdout table, `bench.json` and `bench.md`.
+//! - `table`: the tables every report renders.
 
+mod cgroup;
 mod cluster;
+mod cost;
+mod cpu;
 mod failover;
+mod goals;
 mod load;
+mod nginx;
 mod rebalance;
 mod report;
+mod scale;
+mod table;
 mod targets;
 mod workload;
 
@@ -40,6 +58,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use simulations::common::product_binary;
 
+use cpu::{Sample, Watched};
 use load::PhaseRun;
 use report::{PhaseRow, Report};
 use workload::{Fixtures, Kind, Workload};
@@ -93,9 +112,9 @@ pub struct BenchArgs {
     /// What the mixes run against: one node, a 3-node cluster behind one gateway, or both side by side.
     #[arg(long, value_enum, default_value_t = Topology::Single)]
     pub topology: Topology,
-    /// Which mix of API calls to measure.
-    #[arg(long, value_enum, default_value_t = MixArg::All)]
-    pub mix: MixArg,
+    /// Which mixes of API calls to measure, comma-separated (run in the order of `all`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub mix: Vec<MixArg>,
     /// Seconds each measured phase lasts.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub duration: u64,
@@ -124,6 +143,8 @@ pub enum BenchCommand {
     Failover(failover::FailoverArgs),
     /// Start a fourth node under load and time until every node carries its share of replicas and leaders.
     Rebalance(rebalance::RebalanceArgs),
+    /// Saturate a 3-node and a 6-node cluster whose nodes each get the same CPU quota, and compare.
+    Scale(scale::ScaleArgs),
 }
 
 /// The `--topology` choices.
@@ -162,10 +183,14 @@ pub enum MixArg {
     All,
     /// Register a new user, then log in: one operation of two requests.
     RegisterLogin,
-    /// Create an order for a pool user.
+    /// Create an order for one of 64 pool users, round robin.
     CreateOrder,
-    /// Read one of a pool of orders.
+    /// Create an order for one user only: one hot shard.
+    CreateOrderHot,
+    /// Read one of 256 orders (64 users × 4), round robin over the users.
     GetOrder,
+    /// Read one of one user's 256 orders: one hot shard.
+    GetOrderHot,
     /// Check a pool user's session token.
     SessionCheck,
 }
@@ -176,10 +201,32 @@ impl MixArg {
             Self::All => Kind::MIXES.to_vec(),
             Self::RegisterLogin => vec![Kind::RegisterLogin],
             Self::CreateOrder => vec![Kind::CreateOrder],
+            Self::CreateOrderHot => vec![Kind::CreateOrderHot],
             Self::GetOrder => vec![Kind::GetOrder],
+            Self::GetOrderHot => vec![Kind::GetOrderHot],
             Self::SessionCheck => vec![Kind::SessionCheck],
         }
     }
+}
+
+/// The mixes `--mix` names, each once, in the order `all` runs them.
+fn kinds_of(mixes: &[MixArg]) -> Vec<Kind> {
+    let wanted: Vec<Kind> = mixes.iter().flat_map(|m| m.kinds()).collect();
+    Kind::MIXES.into_iter().filter(|k| wanted.contains(k)).collect()
+}
+
+/// A product a run measures: its label, its URL, and its processes (none for `--target`).
+struct Product {
+    label: &'static str,
+    url: String,
+    processes: Vec<Watched>,
+}
+
+/// The bench's own process in CPU tables: the client, and the bare warp server.
+const CLIENT: &str = "bench: client and bare warp";
+
+fn own_process() -> Watched {
+    Watched::new(CLIENT, i32::try_from(std::process::id()).unwrap_or(i32::MAX))
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -233,6 +280,7 @@ fn run(args: BenchArgs, binary: Option<PathBuf>) -> Result<()> {
     match args.command {
         Some(BenchCommand::Failover(failover)) => return failover::run(failover, &product_binary(binary)?),
         Some(BenchCommand::Rebalance(rebalance)) => return rebalance::run(rebalance, &product_binary(binary)?),
+        Some(BenchCommand::Scale(scale)) => return scale::run(scale, &product_binary(binary)?),
         None => {}
     }
     if args.target.is_some() && args.topology != Topology::Single {
@@ -254,23 +302,32 @@ fn run(args: BenchArgs, binary: Option<PathBuf>) -> Result<()> {
         (Some(binary), true) => Some(cluster::ClusterProcess::start(binary, args.argon2_memory_kib, None)?),
         _ => None,
     };
-    let mut products: Vec<(&'static str, String)> = Vec::new();
+    let mut products: Vec<Product> = Vec::new();
     let mut described: Vec<String> = Vec::new();
     match (&args.target, &node) {
         (Some(url), _) => {
-            products.push((report::SINGLE, url.trim_end_matches('/').to_owned()));
             described.push(url.clone());
+            let url = url.trim_end_matches('/').to_owned();
+            products.push(Product { label: report::SINGLE, url, processes: Vec::new() });
         }
         (None, Some(node)) => {
-            products.push((report::SINGLE, node.url().to_owned()));
+            let processes = vec![Watched::new(report::SINGLE, node.pid())];
+            products.push(Product { label: report::SINGLE, url: node.url().to_owned(), processes });
             described.push("started node".to_owned());
         }
         (None, None) => {}
     }
     if let Some(cluster) = &cluster {
-        products.push((report::CLUSTER, cluster.url().to_owned()));
+        products.push(Product {
+            label: report::CLUSTER,
+            url: cluster.url().to_owned(),
+            processes: cluster.processes(),
+        });
         described.push(format!("started cluster ({} nodes, 1 gateway)", cluster::NODES));
     }
+    // The gateway's baseline: nginx in front of bare warp, when the cluster reads orders.
+    let wants_nginx = cluster.is_some() && kinds_of(&args.mix).contains(&Kind::GetOrder);
+    let (nginx, nginx_missing) = if wants_nginx { start_nginx(baseline.addr()) } else { (None, None) };
     if products.is_empty() {
         bail!("no target: neither --target nor a started node or cluster");
     }
@@ -279,33 +336,52 @@ fn run(args: BenchArgs, binary: Option<PathBuf>) -> Result<()> {
         .thread_name("bench-client")
         .build()
         .context("start the client runtime")?;
-    let report = runtime.block_on(measure(&args, baseline.url(), &products, described.join(" and ")))?;
+    let extra = Extra { nginx: nginx.as_ref(), nginx_missing };
+    let report = runtime.block_on(measure(&args, baseline.url(), &products, described.join(" and "), extra))?;
     // The client's connections go before the servers, so neither side sees the other vanish mid-request.
     drop(runtime);
+    drop(nginx);
     drop(cluster);
     drop(node);
     drop(baseline);
     write_report(&report, &args.out)
 }
 
+/// nginx in front of the baseline, or why not: missing is one line naming the setup script, never an error.
+fn start_nginx(upstream: std::net::SocketAddr) -> (Option<nginx::Nginx>, Option<String>) {
+    let Some(binary) = nginx::find() else {
+        let why = format!("nginx is not installed (run {})", nginx::SETUP_SCRIPT);
+        eprintln!("bench: {why}; the gateway's nginx baseline is not measured");
+        return (None, Some(why));
+    };
+    match nginx::Nginx::start(&binary, upstream) {
+        Ok(nginx) => (Some(nginx), None),
+        Err(e) => {
+            let why = format!("nginx did not start: {e:#}");
+            eprintln!("bench: {why}; the gateway's nginx baseline is not measured");
+            (None, Some(why))
+        }
+    }
+}
+
+/// What a load run measures besides the products: nginx, or why it is not there.
+struct Extra<'a> {
+    nginx: Option<&'a nginx::Nginx>,
+    nginx_missing: Option<String>,
+}
+
 /// Prints the report and writes `bench.json` and `bench.md` into `out`.
 fn write_report(report: &Report, out: &Path) -> Result<()> {
-    print!("{}", report.to_text());
-    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-    let json_path = out.join("bench.json");
-    let json = serde_json::to_string_pretty(report).context("serialise the report")?;
-    std::fs::write(&json_path, json + "\n").with_context(|| format!("write {}", json_path.display()))?;
-    let md_path = out.join("bench.md");
-    std::fs::write(&md_path, report.to_markdown()).with_context(|| format!("write {}", md_path.display()))?;
-    println!("\nwrote {} and {}", json_path.display(), md_path.display());
-    Ok(())
+    let json = serde_json::to_string_pretty(report).map_err(anyhow::Error::from);
+    table::write_outputs(out, "bench", &report.to_text(), json, &report.to_markdown())
 }
 
 async fn measure(
     args: &BenchArgs,
     baseline_url: &str,
-    products: &[(&'static str, String)],
+    products: &[Product],
     described: String,
+    extra: Extra<'_>,
 ) -> Result<Report> {
     let connections = usize::try_from(args.connections).context("--connections")?;
     let max_outstanding = connections * OUTSTANDING_PER_CONNECTION;
@@ -316,49 +392,60 @@ async fn measure(
         .tcp_nodelay(true)
         .build()
         .context("build the HTTP client")?;
-    for (_, url) in products {
-        targets::wait_ready(&client, url).await?;
+    for product in products {
+        targets::wait_ready(&client, &product.url).await?;
     }
 
     let mut report = Report::new(args, args.topology.name(), described, max_outstanding);
+    report.nginx_not_measured = extra.nginx_missing.clone();
     let hello = Arc::new(Workload::new(Kind::Hello, client.clone(), baseline_url, Fixtures::default()));
+    let nginx_hello =
+        extra.nginx.map(|n| (Arc::new(Workload::new(Kind::Hello, client.clone(), n.url(), Fixtures::default())), n));
     let mut baseline_at: HashMap<u64, PhaseRow> = HashMap::new();
 
-    let kinds = args.mix.kinds();
+    let kinds = kinds_of(&args.mix);
     let mut fixtures = Vec::new();
-    for (label, url) in products {
-        eprintln!("bench: fixtures on the {label}…");
-        fixtures.push(Fixtures::create(&client, url, &kinds, POOL_USERS, ORDERS_PER_USER).await?);
+    for product in products {
+        eprintln!("bench: fixtures on the {}…", product.label);
+        fixtures.push(Fixtures::create(&client, &product.url, &kinds, POOL_USERS, ORDERS_PER_USER).await?);
+    }
+    if products.iter().any(|p| p.label == report::CLUSTER) {
+        report.idle = Some(idle(products).await?);
     }
     for kind in kinds {
-        let mixes: Vec<(&'static str, Arc<Workload>)> = products
+        let mixes: Vec<(&Product, Arc<Workload>)> = products
             .iter()
             .zip(&fixtures)
-            .map(|((label, url), f)| (*label, Arc::new(Workload::new(kind, client.clone(), url, f.clone()))))
+            .map(|(p, f)| (p, Arc::new(Workload::new(kind, client.clone(), &p.url, f.clone()))))
             .collect();
         // On a shared machine capacity drifts over minutes: each mix's knee is compared with a baseline
         // knee measured just before it, not with one from the start of the run.
-        let baseline_sat = saturate(report::BASELINE, &hello, connections, duration).await;
-        report.phases.push(PhaseRow::new(report::BASELINE, Kind::Hello.name(), &baseline_sat));
+        report.phases.push(saturate(report::BASELINE, &hello, connections, duration, &[]).await);
         let mut knees = Vec::new();
-        for (label, mix) in &mixes {
-            let sat = saturate(label, mix, connections, duration).await;
-            let row = PhaseRow::new(label, kind.name(), &sat);
+        for (product, mix) in &mixes {
+            let row = saturate(product.label, mix, connections, duration, &product.processes).await;
             knees.push(row.achieved_per_s);
             report.phases.push(row);
         }
+        // Reading an order through the gateway, then nginx proxying to bare warp right after it.
+        if let (Kind::GetOrder, Some((workload, nginx))) = (kind, &nginx_hello) {
+            if products.iter().any(|p| p.label == report::CLUSTER) {
+                report.phases.push(saturate(report::NGINX, workload, connections, duration, &nginx.processes()).await);
+            }
+        }
         let plan = plan_rates(args.rates.as_deref(), &knees);
-        for ((label, _), rates) in mixes.iter().zip(&plan) {
+        for ((product, _), rates) in mixes.iter().zip(&plan) {
             if rates.is_empty() {
+                let label = product.label;
                 eprintln!("bench: {label}: {}: nothing succeeded at saturation, so no open-loop rates", kind.name());
             }
         }
         for rate in sorted_union(&plan) {
-            for ((label, mix), rates) in mixes.iter().zip(&plan) {
+            for ((product, mix), rates) in mixes.iter().zip(&plan) {
                 if !rates.contains(&rate) {
                     continue;
                 }
-                let phase = format!("open {rate}/s");
+                let (label, phase) = (product.label, format!("open {rate}/s"));
                 let run = announce(label, kind.name(), &phase, load::open_loop(mix, rate, duration, max_outstanding));
                 report.phases.push(PhaseRow::new(label, kind.name(), &run.await));
             }
@@ -381,10 +468,51 @@ async fn measure(
     Ok(report)
 }
 
-async fn saturate(target: &str, workload: &Arc<Workload>, connections: usize, duration: Duration) -> PhaseRun {
+/// The products' CPU over the idle window, the cluster's and the single node's side by side.
+async fn idle(products: &[Product]) -> Result<cost::Idle> {
+    eprintln!("bench: idle: {} s with no requests…", cost::IDLE_WINDOW_S);
+    let window = Duration::from_secs(cost::IDLE_WINDOW_S);
+    let watched: Vec<&Product> = products.iter().filter(|p| !p.processes.is_empty()).collect();
+    let before: Vec<Sample> = watched.iter().map(|p| Sample::take(&p.processes)).collect();
+    tokio::time::sleep(window).await;
+    let mut idle = cost::Idle { window_s: window.as_secs_f64(), cluster: None, single: None };
+    for (product, before) in watched.iter().zip(before) {
+        let cpu = before.until(&Sample::take(&product.processes), 0);
+        eprintln!("bench: idle: {}: {} cores", product.label, cpu.total_cores.map_or("unknown".into(), goals::number));
+        match product.label {
+            report::CLUSTER => idle.cluster = Some(cpu),
+            _ => idle.single = Some(cpu),
+        }
+    }
+    Ok(idle)
+}
+
+/// A warm-up, then the measured saturation phase, with the CPU of `watched` (the product's processes)
+/// and of the bench's own process over it.
+async fn saturate(
+    target: &'static str,
+    workload: &Arc<Workload>,
+    connections: usize,
+    duration: Duration,
+    watched: &[Watched],
+) -> PhaseRow {
     let name = workload.kind().name();
     announce(target, name, "warm-up", load::closed_loop(workload, connections, WARM_UP)).await;
-    announce(target, name, "saturation", load::closed_loop(workload, connections, duration)).await
+    let own = [own_process()];
+    let (before, own_before) = (Sample::take(watched), Sample::take(&own));
+    let run = announce(target, name, "saturation", load::closed_loop(workload, connections, duration)).await;
+    let (after, own_after) = (Sample::take(watched), Sample::take(&own));
+    let mut row = PhaseRow::new(target, name, &run);
+    if !watched.is_empty() {
+        let cpu = before.until(&after, run.tally.ok);
+        eprintln!(
+            "bench: {target}: {name}: {} µs of product CPU per operation",
+            cpu.total_us_per_op.map_or("unknown".into(), goals::number)
+        );
+        row.cpu = Some(cpu);
+    }
+    row.client_cpu = own_before.until(&own_after, run.tally.ok).processes.into_iter().next();
+    row
 }
 
 async fn announce(target: &str, mix: &str, phase: &str, run: impl std::future::Future<Output = PhaseRun>) -> PhaseRun {
@@ -419,7 +547,7 @@ mod tests {
     #[test]
     fn defaults_match_the_documented_ones() {
         let a = parse(&[]).unwrap();
-        assert_eq!(a.mix, MixArg::All);
+        assert_eq!(a.mix, vec![MixArg::All]);
         assert_eq!(a.duration, 10);
         assert_eq!(a.connections, 32);
         assert_eq!(a.rates, None);
@@ -446,12 +574,19 @@ mod tests {
             "1024",
         ])
         .unwrap();
-        assert_eq!(a.mix, MixArg::GetOrder);
+        assert_eq!(a.mix, vec![MixArg::GetOrder]);
         assert_eq!((a.duration, a.connections), (3, 8));
         assert_eq!(a.rates, Some(vec![100.0, 250.5]));
         assert_eq!(a.argon2_memory_kib, Some(1024));
-        assert_eq!(parse(&["--mix", "register-login"]).unwrap().mix.kinds(), vec![Kind::RegisterLogin]);
-        assert_eq!(parse(&["--mix", "all"]).unwrap().mix.kinds().len(), 4);
+        assert_eq!(kinds_of(&parse(&["--mix", "register-login"]).unwrap().mix), vec![Kind::RegisterLogin]);
+        assert_eq!(kinds_of(&parse(&["--mix", "all"]).unwrap().mix).len(), 6);
+        // A list runs in the order of `all`, each mix once.
+        let list = parse(&["--mix", "get-order-hot,create-order,get-order,create-order-hot,create-order"]).unwrap();
+        assert_eq!(
+            kinds_of(&list.mix),
+            vec![Kind::CreateOrder, Kind::CreateOrderHot, Kind::GetOrder, Kind::GetOrderHot]
+        );
+        assert_eq!(kinds_of(&parse(&["--mix", "all,get-order"]).unwrap().mix), Kind::MIXES.to_vec());
     }
 
     #[test]
@@ -486,6 +621,11 @@ mod tests {
         };
         assert_eq!((r.runs, r.max_moves), (2, None));
         assert!(parse(&["--topology", "cluster", "rebalance"]).is_err());
+        let Some(BenchCommand::Scale(s)) = parse(&["scale", "--quota", "0.25"]).unwrap().command else {
+            panic!("scale is a subcommand");
+        };
+        assert_eq!(s.quota, 0.25);
+        assert!(parse(&["--mix", "get-order", "scale"]).is_err());
     }
 
     #[test]

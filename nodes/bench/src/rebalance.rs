@@ -757,6 +757,7 @@ struct Report {
     warm_up_s: f64,
     baseline_s: f64,
     summary: Summary,
+    verdicts: Vec<super::goals::Verdict>,
     runs: Vec<RunRow>,
     /// Why the command stopped before its last run, if it did.
     aborted: Option<String>,
@@ -785,6 +786,7 @@ a 404 is a lost write.";
 
 impl Report {
     fn new(max_concurrent_moves: u32, deadline_s: u64, runs: Vec<RunRow>, aborted: Option<String>) -> Self {
+        let (s, empty) = (summarize(&runs), (!runs.is_empty()).then(|| runs.iter().map(|r| r.empty_buckets).sum()));
         Self {
             version: env!("CARGO_PKG_VERSION"),
             git_commit: git_commit(),
@@ -798,7 +800,8 @@ impl Report {
             deadline_s,
             warm_up_s: WARM_UP.as_secs_f64(),
             baseline_s: BASELINE.as_secs_f64(),
-            summary: summarize(&runs),
+            verdicts: super::goals::rebalance(s.max_rebalance_ms, s.median_throughput_ratio, empty),
+            summary: s,
             runs,
             aborted,
         }
@@ -893,7 +896,7 @@ impl Report {
     }
 
     fn to_text(&self) -> String {
-        let mut text = format!("\n{}\n", self.heading());
+        let mut text = format!("\n{}\n\nTargets\n\n{}", self.heading(), super::goals::table(&self.verdicts).to_text());
         let _ = write!(text, "\nRebalancing after a join\n\n{}", self.summary_table().to_text());
         let _ = write!(text, "\nEach run\n\n{}", self.runs_table().to_text());
         if let Some(reason) = &self.aborted {
@@ -904,6 +907,7 @@ impl Report {
 
     fn to_markdown(&self) -> String {
         let mut text = format!("# playground bench rebalance\n\n{}\n", self.heading());
+        let _ = write!(text, "\n## Targets\n\n{}", super::goals::table(&self.verdicts).to_markdown());
         let _ = write!(text, "\n## Rebalancing after a join\n\n{}", self.summary_table().to_markdown());
         let _ = write!(text, "\n## Each run\n\n{}", self.runs_table().to_markdown());
         let failed: Vec<&RunRow> =
@@ -928,15 +932,8 @@ impl Report {
 }
 
 fn write_report(report: &Report, out: &Path) -> Result<()> {
-    print!("{}", report.to_text());
-    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-    let json_path = out.join("bench-rebalance.json");
-    let json = serde_json::to_string_pretty(report).context("serialise the report")?;
-    std::fs::write(&json_path, json + "\n").with_context(|| format!("write {}", json_path.display()))?;
-    let md_path = out.join("bench-rebalance.md");
-    std::fs::write(&md_path, report.to_markdown()).with_context(|| format!("write {}", md_path.display()))?;
-    println!("\nwrote {} and {}", json_path.display(), md_path.display());
-    Ok(())
+    let json = serde_json::to_string_pretty(report).map_err(anyhow::Error::from);
+    super::table::write_outputs(out, "bench-rebalance", &report.to_text(), json, &report.to_markdown())
 }
 
 fn secs(ms: Option<f64>) -> String {

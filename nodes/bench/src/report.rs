@@ -7,7 +7,11 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use simulations::common::{git_commit, median};
 
+use super::cost::{self, CostRow, Idle, NginxComparison};
+use super::cpu::{Cpu, ProcessCpu};
+use super::goals::{self, Verdict};
 use super::load::PhaseRun;
+pub use super::table::Table;
 use super::workload::Kind;
 use super::BenchArgs;
 
@@ -16,6 +20,8 @@ pub const BASELINE: &str = "bare warp";
 pub const SINGLE: &str = "single node";
 /// Three nodes and a gateway started by the command with `playground up`.
 pub const CLUSTER: &str = "cluster";
+/// nginx started by the command, proxying to the bare warp handler.
+pub const NGINX: &str = "nginx → bare warp";
 
 /// How the report explains its own method; kept beside the code that implements it.
 const METHOD: &str = "\
@@ -70,6 +76,10 @@ pub struct PhaseRow {
     pub max_ms: Option<f64>,
     pub elapsed_s: f64,
     pub error_kinds: BTreeMap<String, u64>,
+    /// The product's processes over the phase (saturation phases only): per process and in total.
+    pub cpu: Option<Cpu>,
+    /// The bench's own process over the phase: the client (and the bare warp server, idle then).
+    pub client_cpu: Option<ProcessCpu>,
 }
 
 impl PhaseRow {
@@ -91,6 +101,8 @@ impl PhaseRow {
             max_ms: (!h.is_empty()).then(|| h.max() as f64 / 1000.0),
             elapsed_s: run.elapsed.as_secs_f64(),
             error_kinds: run.tally.errors.clone(),
+            cpu: None,
+            client_cpu: None,
         }
     }
 }
@@ -301,6 +313,15 @@ pub struct Report {
     pub ratios: Vec<MixRatio>,
     /// The cluster against the single node, under `--topology both` (and against bare warp under `cluster`).
     pub topology_ratios: Vec<TopologyRatio>,
+    /// Cluster against single node per load: throughput and CPU per operation.
+    pub costs: Vec<CostRow>,
+    /// The products with no requests, over a fixed window.
+    pub idle: Option<Idle>,
+    pub nginx: Option<NginxComparison>,
+    /// Why the nginx baseline was not measured, in a run that should have measured it.
+    pub nginx_not_measured: Option<String>,
+    /// Every target the run measured, with the figure and the verdict.
+    pub verdicts: Vec<Verdict>,
     pub failover: Option<Failover>,
 }
 
@@ -316,7 +337,12 @@ impl Report {
 
     pub fn for_failover(argon2_memory_kib: Option<u32>, failover: Failover) -> Self {
         let target = format!("started cluster ({} nodes, 1 gateway, {} shards)", failover.nodes, failover.shards);
-        Self { failover: Some(failover), ..Self::empty("failover", target, argon2_memory_kib) }
+        let secs = |ms: Option<f64>| ms.map(|ms| ms / 1000.0);
+        let verdicts = vec![
+            goals::FAILOVER_MEDIAN.judge(&format!("{} kills", failover.kills.len()), secs(failover.median_ms)),
+            goals::FAILOVER_MAX.judge(&format!("{} kills", failover.kills.len()), secs(failover.max_ms)),
+        ];
+        Self { failover: Some(failover), verdicts, ..Self::empty("failover", target, argon2_memory_kib) }
     }
 
     fn empty(topology: &'static str, target: String, argon2_memory_kib: Option<u32>) -> Self {
@@ -334,6 +360,11 @@ impl Report {
             phases: Vec::new(),
             ratios: Vec::new(),
             topology_ratios: Vec::new(),
+            costs: Vec::new(),
+            idle: None,
+            nginx: None,
+            nginx_not_measured: None,
+            verdicts: Vec::new(),
             failover: None,
         }
     }
@@ -341,6 +372,10 @@ impl Report {
     pub fn compute_ratios(&mut self) {
         self.ratios = ratios(&self.phases);
         self.topology_ratios = topology_ratios(&self.ratios);
+        self.costs = cost::cost_rows(&self.phases);
+        self.nginx = cost::nginx_comparison(&self.phases);
+        self.verdicts =
+            cost::verdicts(&self.costs, self.nginx.as_ref(), self.nginx_not_measured.as_deref(), self.idle.as_ref());
     }
 
     fn heading(&self) -> String {
@@ -366,6 +401,9 @@ impl Report {
     /// The report's tables, each with its title and an optional note, in the order they are shown.
     fn sections(&self) -> Vec<(&'static str, &'static str, Table)> {
         let mut out = Vec::new();
+        if !self.verdicts.is_empty() {
+            out.push(("Targets", "Each figure this run measured, beside its target.", goals::table(&self.verdicts)));
+        }
         if !self.phases.is_empty() {
             out.push(("Phases", "Latencies in ms.", phase_table(&self.phases)));
             out.push(("Throughput against bare warp", "", saturation_table(&self.ratios)));
@@ -383,13 +421,14 @@ impl Report {
                 topology_open_table(&self.topology_ratios),
             ));
         }
+        out.extend(cost::sections(self));
         if let Some(f) = &self.failover {
             out.push((
                 "Failover: time until every shard accepts writes again",
                 "Milliseconds from SIGKILL of the node leading the most shards.",
-                failover_summary_table(f),
+                super::failover::summary_table(f),
             ));
-            out.push(("Failover: each kill", "", failover_kills_table(f)));
+            out.push(("Failover: each kill", "", super::failover::kills_table(f)));
         }
         out
     }
@@ -432,7 +471,7 @@ pub fn timestamp() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-fn ms(v: Option<f64>) -> String {
+pub fn ms(v: Option<f64>) -> String {
     v.map_or("-".to_owned(), |v| format!("{v:.2}"))
 }
 
@@ -533,89 +572,6 @@ fn topology_open_table(ratios: &[TopologyRatio]) -> Table {
         }
     }
     t
-}
-
-fn failover_summary_table(f: &Failover) -> Table {
-    let mut t = Table::new(&["nodes", "shards", "kills", "recovered", "median ms", "max ms", "deadline s"], 0);
-    t.row(vec![
-        f.nodes.to_string(),
-        f.shards.to_string(),
-        f.kills.len().to_string(),
-        (f.kills.len() - f.failures).to_string(),
-        ms(f.median_ms),
-        ms(f.max_ms),
-        f.deadline_s.to_string(),
-    ]);
-    t
-}
-
-fn failover_kills_table(f: &Failover) -> Table {
-    let headers = ["kill", "victim", "shards it led", "recovered ms", "healthy ms", "failed writes", "not recovered"];
-    let mut t = Table::new(&headers, 2);
-    for k in &f.kills {
-        let unrecovered: Vec<String> = k.unrecovered_shards.iter().map(u32::to_string).collect();
-        t.row(vec![
-            k.kill.to_string(),
-            k.victim.clone(),
-            k.victim_led_shards.to_string(),
-            k.recovered_ms.map_or("failed".to_owned(), |v| format!("{v:.0}")),
-            k.healthy_ms.map_or("-".to_owned(), |v| format!("{v:.0}")),
-            k.failed_writes.to_string(),
-            if unrecovered.is_empty() { "-".to_owned() } else { unrecovered.join(" ") },
-        ]);
-    }
-    t
-}
-
-/// A table rendered either aligned for a terminal or as Markdown.
-pub(super) struct Table {
-    headers: Vec<String>,
-    /// Leading columns that hold names, left-aligned; the rest hold numbers, right-aligned.
-    names: usize,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    pub(super) fn new(headers: &[&str], names: usize) -> Self {
-        Self { headers: headers.iter().map(|h| (*h).to_owned()).collect(), names, rows: Vec::new() }
-    }
-
-    pub(super) fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
-    }
-
-    pub(super) fn to_text(&self) -> String {
-        let widths: Vec<usize> = (0..self.headers.len())
-            .map(|i| {
-                let cells = std::iter::once(&self.headers).chain(&self.rows).filter_map(|r| r.get(i));
-                cells.map(|c| c.chars().count()).max().unwrap_or(0)
-            })
-            .collect();
-        let mut out = String::new();
-        for (n, row) in std::iter::once(&self.headers).chain(&self.rows).enumerate() {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(i, (c, w))| if i < self.names { format!("{c:<w$}") } else { format!("{c:>w$}") })
-                .collect();
-            let _ = writeln!(out, "{}", cells.join("  ").trim_end());
-            if n == 0 {
-                let _ =
-                    writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1)));
-            }
-        }
-        out
-    }
-
-    pub(super) fn to_markdown(&self) -> String {
-        let mut out = format!("| {} |\n", self.headers.join(" | "));
-        let _ = writeln!(out, "|{}", "---|".repeat(self.headers.len()));
-        for row in &self.rows {
-            let _ = writeln!(out, "| {} |", row.join(" | "));
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -742,13 +698,5 @@ mod tests {
             (times(Some(0.43)), times(Some(0.00056)), times(None)),
             ("0.43×".into(), "0.0006×".into(), "-".into())
         );
-    }
-
-    #[test]
-    fn tables_render_for_terminals_and_markdown() {
-        let mut t = Table::new(&["mix", "ratio"], 1);
-        t.row(vec!["get-order".into(), "0.50×".into()]);
-        assert_eq!(t.to_markdown(), "| mix | ratio |\n|---|---|\n| get-order | 0.50× |\n");
-        assert_eq!(t.to_text(), "mix        ratio\n----------------\nget-order  0.50×\n");
     }
 }

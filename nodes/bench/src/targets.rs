@@ -20,6 +20,7 @@ pub struct Baseline {
     // Dropping the runtime stops the server; it must happen outside any async context, as `run` does.
     _runtime: tokio::runtime::Runtime,
     url: String,
+    addr: std::net::SocketAddr,
 }
 
 impl Baseline {
@@ -34,7 +35,12 @@ impl Baseline {
         let addr = listener.local_addr().context("read the baseline's address")?;
         let hello = warp::get().and(warp::path("hello")).and(warp::path::end()).map(|| "hello");
         runtime.spawn(warp::serve(hello).incoming(listener).run());
-        Ok(Self { _runtime: runtime, url: format!("http://{addr}") })
+        Ok(Self { _runtime: runtime, url: format!("http://{addr}"), addr })
+    }
+
+    /// Its address, for a proxy in front of it.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
     }
 
     pub fn url(&self) -> &str {
@@ -65,6 +71,10 @@ impl NodeProcess {
 
     pub fn url(&self) -> &str {
         &self.process.url
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.process.pid()).unwrap_or(i32::MAX)
     }
 }
 

@@ -15,6 +15,17 @@ fn it_lists_its_benchmarks() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("failover") && text.contains("rebalance") && text.contains("--binary"), "{text}");
+    assert!(text.contains("scale"), "{text}");
+}
+
+#[test]
+fn scale_says_in_one_line_when_it_cannot_write_cgroups_and_starts_nothing() {
+    // Any existing file will do as the product: the cgroup check comes before anything is started.
+    let out = bench(&["scale", "--binary", BIN, "--cgroup-root", "/nonexistent/cgroup/cpu"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot create a cgroup under /nonexistent/cgroup/cpu"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 }
 
 #[test]
