@@ -242,7 +242,7 @@ CARGO_TARGET_DIR="$ROOT/target/static" RUSTFLAGS="-C target-feature=+crt-static"
 if ldd "$BIN" 2>/dev/null | grep -q '=>'; then die "build: $BIN is not static"; fi
 pass "build: static binary $(du -h "$BIN" | cut -f1)"
 # A production build carries no test-only fault switch: not their names, and it refuses them at start.
-SWITCHES='PLAYGROUND_(PANIC_INJECTION|BREAK_IDEMPOTENCY|CLOCK_SKEW_MS)'
+SWITCHES='PLAYGROUND_(PANIC_INJECTION|BREAK_IDEMPOTENCY|STALE_READS|CLOCK_SKEW_MS)'
 if strings "$BIN" | grep -Eq "$SWITCHES"; then die "build: $BIN contains a fault switch's name"; fi
 refusal=$(env -i PLAYGROUND_PANIC_INJECTION=true "$BIN" node 2>&1 </dev/null) &&
   die "build: the production binary started with PLAYGROUND_PANIC_INJECTION set"
