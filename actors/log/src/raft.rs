@@ -126,7 +126,7 @@ struct Group {
     handing_over: Mutex<Option<(std::time::Instant, String)>>,
     lease: Arc<Lease>,
     /// openraft's metrics, kept here because `Raft::metrics` hands out a new receiver per call.
-    metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    metrics: watch::Receiver<lease::Metrics>,
 }
 
 /// How long a leader holds still for a hand-over: the lease its followers wait out, then the election.
@@ -500,31 +500,14 @@ impl Drop for Group {
 }
 
 impl Group {
-    /// Whether this node leads in the term of the last entry its state machine applied: the first entry
-    /// of a term is its leader's, so everything earlier terms committed is applied.
+    /// Whether this node leads and has applied its term's first entry ([`lease::applied_in_term`]).
     fn applied_in_term(&self, node: &str) -> bool {
-        let m = self.metrics.borrow();
-        m.state == openraft::ServerState::Leader
-            && m.current_leader == Some(node_id_of(node))
-            && m.last_applied.is_some_and(|id| id.leader_id.term == m.current_term)
+        lease::applied_in_term(&self.metrics.borrow(), node_id_of(node))
     }
 
-    /// Whether this node may serve a read without a quorum round ([`lease`]): it leads and has applied
-    /// its term's first entry, the membership is not changing, and its lease holds.
+    /// Whether this node may serve a read without a quorum round ([`Lease::holds_for`]).
     fn lease_holds(&self, node: &str) -> bool {
-        let me = node_id_of(node);
-        let (term, voters) = {
-            let m = self.metrics.borrow();
-            let membership = m.membership_config.membership();
-            let settled = membership.get_joint_config().len() == 1;
-            let leads = m.state == openraft::ServerState::Leader && m.current_leader == Some(me);
-            let applied = m.last_applied.is_some_and(|id| id.leader_id.term == m.current_term);
-            if !(settled && leads && applied) {
-                return false;
-            }
-            (m.current_term, membership.voter_ids().collect::<Vec<_>>())
-        };
-        self.lease.holds(me, term, &voters)
+        self.lease.holds_for(&self.metrics.borrow(), node_id_of(node))
     }
 
     /// Whether this node may propose or serve reads: it leads, and a quorum has acknowledged it

@@ -29,6 +29,17 @@ pub(crate) const DRIFT_MARGIN: Duration = Duration::from_millis(50);
 /// How long a lease lasts from the send time of the request a quorum acknowledged.
 pub(crate) const LEASE: Duration = ELECTION_TIMEOUT_MIN.saturating_sub(DRIFT_MARGIN);
 
+/// openraft's metrics of one group.
+pub(crate) type Metrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
+
+/// Whether `me` leads in the term of the last entry its state machine applied: the first entry of a term
+/// is its leader's, so everything earlier terms committed is applied.
+pub(crate) fn applied_in_term(m: &Metrics, me: NodeId) -> bool {
+    m.state == openraft::ServerState::Leader
+        && m.current_leader == Some(me)
+        && m.last_applied.is_some_and(|id| id.leader_id.term == m.current_term)
+}
+
 /// The lease bookkeeping of one group on this node.
 pub(crate) struct Lease {
     started: Instant,
@@ -86,6 +97,17 @@ impl Lease {
     /// since the vote lease it granted before a restart is not on disk.
     pub(crate) fn votes_held(&self) -> bool {
         self.started.elapsed() < LEADER_LEASE
+    }
+
+    /// Whether node `me` may serve a read without a quorum round, by its group's metrics `m`: it leads and
+    /// has applied its term's first entry, the membership is not changing, and its lease holds.
+    pub(crate) fn holds_for(&self, m: &Metrics, me: NodeId) -> bool {
+        let membership = m.membership_config.membership();
+        if membership.get_joint_config().len() != 1 || !applied_in_term(m, me) {
+            return false;
+        }
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        self.holds(me, m.current_term, &voters)
     }
 
     /// Whether the lease of this node, leader in `term` with `voters` (this node among them), holds now.
