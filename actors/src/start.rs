@@ -176,7 +176,7 @@ pub async fn start_node(config: &Config, token_key: Vec<u8>) -> Result<NodeHandl
             (raft.clone(), Some(raft))
         }
         (Some(t), _) => {
-            let settings = RaftSettings::from_config(config, Arc::new(TransportRaft(t.clone())));
+            let settings = RaftSettings::from_config(config, Arc::new(TransportRaft(t.clone(), me.clone())));
             let raft = RaftLog::start(store.clone(), settings).await?;
             (raft.clone(), Some(raft))
         }

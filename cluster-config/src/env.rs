@@ -23,6 +23,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PLAYGROUND_ADVERTISE", "cluster.advertise"),
     ("PLAYGROUND_MAX_CONCURRENT_MOVES", "cluster.max_concurrent_moves"),
     ("PLAYGROUND_DEAD_MEMBER_TIMEOUT", "cluster.dead_member_timeout"),
+    ("PLAYGROUND_QUIET_GROUPS", "cluster.quiet_groups"),
     ("PLAYGROUND_SESSION_TTL", "sessions.ttl"),
     ("PLAYGROUND_TOKEN_KEY", "security.token_key"),
     ("PLAYGROUND_TOKEN_KEY_FILE", "security.token_key_file"),
@@ -122,6 +123,7 @@ impl Config {
             "cluster.failure_timeout" => self.cluster.failure_timeout = duration_str::parse(value)?,
             "cluster.advertise" => self.cluster.advertise = non_empty(value),
             "cluster.dead_member_timeout" => self.cluster.dead_member_timeout = duration_str::parse(value)?,
+            "cluster.quiet_groups" => self.cluster.quiet_groups = parse_bool(value)?,
             "cluster.max_concurrent_moves" => {
                 self.cluster.max_concurrent_moves = parse_num(value, "an integer")?;
             }
@@ -210,7 +212,6 @@ where
     value.trim().parse().map_err(|e| format!("invalid value {value:?} ({e}); expected {expected}"))
 }
 
-#[cfg(feature = "failpoints")]
 fn parse_bool(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),

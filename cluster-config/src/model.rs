@@ -166,6 +166,9 @@ pub struct ClusterConfig {
     /// others; if it comes back, it joins again as a new, empty member.
     #[serde(with = "duration_str")]
     pub dead_member_timeout: Duration,
+    /// Whether a shard group nobody uses goes quiet: no raft heartbeats or timers, the failure
+    /// detector watching its leader instead. Off, every group heartbeats all the time.
+    pub quiet_groups: bool,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -182,6 +185,7 @@ impl fmt::Debug for ClusterConfig {
             .field("advertise", &self.advertise)
             .field("max_concurrent_moves", &self.max_concurrent_moves)
             .field("dead_member_timeout", &self.dead_member_timeout)
+            .field("quiet_groups", &self.quiet_groups)
             .finish()
     }
 }
@@ -306,6 +310,7 @@ impl Default for ClusterConfig {
             advertise: None,
             max_concurrent_moves: DEFAULT_MAX_CONCURRENT_MOVES,
             dead_member_timeout: DEFAULT_DEAD_MEMBER_TIMEOUT,
+            quiet_groups: true,
         }
     }
 }

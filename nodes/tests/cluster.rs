@@ -95,6 +95,30 @@ async fn the_api_works_through_both_gateways() {
     }
     let other = g2.get("/v1/cluster", Some(ADMIN_TOKEN)).await.expect("view").json();
     assert_eq!(other["meta_version"], view["meta_version"], "both gateways read the same record");
+
+    // Left alone, every group goes quiet on every node (its 16 shards and the metadata group), and the
+    // next request wakes its shard.
+    for i in 0..3 {
+        let node = c.node(i);
+        eventually(Duration::from_secs(30), &format!("node-{} quiet", i + 1), || {
+            let node = node.clone();
+            async move {
+                let text = node.get("/metrics", None).await.ok()?.text;
+                let quiet = metric(&text, "playground_raft_quiet_groups")?;
+                (quiet == f64::from(SHARDS + 1)).then_some(())
+            }
+        })
+        .await
+        .expect("an idle cluster goes quiet");
+    }
+    let token = g1.login("both@example.com", "correct horse battery").await.expect("login after the quiet");
+    let seen = g2.get(&format!("/v1/orders/{oid}"), Some(&token)).await.expect("get after the quiet");
+    assert_eq!((seen.status, seen.json()["status"].as_str()), (200, Some("paid")), "{}", seen.text);
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -280,9 +280,11 @@ impl Driver {
         self.busy.store(!moving.is_empty(), Ordering::SeqCst);
         // Shards that just got where they belong make room for the next moves at once, not a round later.
         let still: BTreeSet<ShardId> = moving.iter().filter(|s| !converged.contains(s)).copied().collect();
-        if still.len() < self.settings.max_moves {
-            let room = self.settings.max_moves - still.len();
-            let rf = self.settings.replication_factor;
+        let room = self.settings.max_moves.saturating_sub(still.len());
+        let rf = self.settings.replication_factor;
+        // Planned first on the record as this node knows it: a round with nothing to plan then touches
+        // no log, so an idle metadata group stays quiet. A stale record only delays a plan by a round.
+        if room > 0 && plan_into(&mut record.clone(), rf, room, &still) {
             let _turn = self.writing.lock().await;
             match record::update(self.raft.as_ref(), &self.store, |m| plan_into(m, rf, room, &still)).await {
                 Ok(r) if r.version > record.version => {

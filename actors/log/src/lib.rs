@@ -18,5 +18,7 @@ mod store;
 pub mod testsuite;
 
 pub use error::StoreError;
-pub use raft::{GroupStatus, NoTransport, RaftLog, RaftSettings, RaftStartError, RaftTransport, META_REPLICATION};
+pub use raft::{
+    GroupStatus, NoTransport, RaftLog, RaftSettings, RaftStartError, RaftTransport, Reachability, META_REPLICATION,
+};
 pub use store::{Leadership, LocalLog, ShardLog, Store};

@@ -16,6 +16,8 @@
 //! - `network`: raft RPC over a [`RaftTransport`] (the cluster transport, or an in-memory one in tests),
 //!   and [`RaftLog::handle_rpc`]'s inbound side.
 //! - `settings`: [`RaftSettings`] and the openraft configuration of every group.
+//! - `quiet`: idle groups send no heartbeats and run no timers while the transport's failure detector
+//!   watches their leaders; it also starts elections when the detector holds a leader's node down.
 //! - `metrics`: `playground_raft_*`.
 //!
 //! Besides the shard groups, every cluster has one metadata group (the control plane's), id `shard_count`, on
@@ -28,6 +30,7 @@ mod log_store;
 mod metrics;
 mod network;
 mod proposer;
+mod quiet;
 mod reads;
 mod settings;
 mod state_machine;
@@ -58,7 +61,7 @@ use proposer::Proposal;
 use reads::ReadWaiter;
 use state_machine::StateMachine;
 
-pub use network::{NoTransport, RaftTransport};
+pub use network::{NoTransport, RaftTransport, Reachability};
 pub use settings::RaftSettings;
 
 /// Replicas of the metadata group (fewer when the cluster has fewer members), whatever the shards'
@@ -127,6 +130,7 @@ struct Group {
     lease: Arc<Lease>,
     /// openraft's metrics, kept here because `Raft::metrics` hands out a new receiver per call.
     metrics: watch::Receiver<lease::Metrics>,
+    quiet: quiet::Quiet,
 }
 
 /// How long a leader holds still for a hand-over: the lease its followers wait out, then the election.
@@ -145,6 +149,8 @@ pub struct RaftLog {
     alive: Mutex<Option<(Alive, mpsc::Receiver<()>)>>,
     /// One replica opens or closes at a time, so that two calls for one group cannot race.
     changing: tokio::sync::Mutex<()>,
+    /// The task that puts idle groups to sleep and wakes them (`quiet.rs`).
+    quieting: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// How a group starts on this node.
@@ -219,7 +225,7 @@ impl RaftLog {
             }
         });
         let groups = futures::future::try_join_all(starts).await?.into_iter().map(|g| g.map(Arc::new)).collect();
-        Ok(Arc::new(RaftLog {
+        let log = Arc::new(RaftLog {
             node: settings.node.clone(),
             groups: RwLock::new(groups),
             shard_count,
@@ -227,7 +233,20 @@ impl RaftLog {
             settings,
             alive: Mutex::new(Some((alive, rx))),
             changing: tokio::sync::Mutex::new(()),
-        }))
+            quieting: Mutex::new(None),
+        });
+        if quiet_groups(&log.settings) {
+            let task = tokio::spawn(quiet::run(Arc::downgrade(&log)));
+            if let Ok(mut quieting) = log.quieting.lock() {
+                *quieting = Some(task);
+            }
+        }
+        Ok(log)
+    }
+
+    /// How the transport's failure detector holds node `node`; `None` without one.
+    fn reachability(&self, node: &str) -> Option<Reachability> {
+        self.settings.transport.reachability(node)
     }
 
     /// Opens an empty replica of group `shard` on this node, to be added to the group as a learner by
@@ -264,6 +283,7 @@ impl RaftLog {
     pub async fn change_replicas(&self, shard: ShardId, voters: &[String], within: Duration) -> Result<(), StoreError> {
         let group = self.group(shard).ok_or(StoreError::NotLeader { shard, leader: None })?;
         group.check_leader(shard)?;
+        group.quiet.touch();
         let failed = |e: &dyn std::fmt::Display| StoreError::Io(format!("shard {shard}: membership change: {e}"));
         let current: Vec<NodeId> = group.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         let work = async {
@@ -304,6 +324,7 @@ impl RaftLog {
         if let Ok(mut h) = group.handing_over.lock() {
             *h = Some((std::time::Instant::now() + HAND_OVER, to.to_owned()));
         }
+        group.quiet.touch();
         group.lease.revoke();
         group.raft.runtime_config().heartbeat(false);
         let raft = group.raft.clone();
@@ -326,6 +347,7 @@ impl RaftLog {
             let leader = group.leadership.borrow().leader.clone();
             return Err(StoreError::NotLeader { shard, leader });
         }
+        group.quiet.touch();
         group.raft.trigger().elect().await.map_err(|e| StoreError::Io(format!("shard {shard}: election: {e}")))
     }
 
@@ -363,6 +385,9 @@ impl RaftLog {
     /// Stops every group and waits until openraft has released the store, so that it can be reopened.
     /// Appends after this fail; entries that were waiting fail too (nothing was acknowledged).
     pub async fn shutdown(&self) {
+        if let Some(task) = self.quieting.lock().ok().and_then(|mut q| q.take()) {
+            task.abort();
+        }
         let local = self.local();
         let shutdowns = local.iter().map(|(shard, g)| async move { (*shard, g.raft.shutdown().await) });
         for (shard, result) in futures::future::join_all(shutdowns).await {
@@ -397,6 +422,11 @@ impl RaftLog {
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Whether this node's replica of group `shard` is quiet now: no heartbeats, no timers (`quiet.rs`).
+    pub fn is_quiet(&self, shard: ShardId) -> bool {
+        self.group(shard).is_some_and(|g| g.quiet.is_quiet())
     }
 
     /// Whether this node holds a replica of `shard`.
@@ -445,6 +475,7 @@ impl RaftLog {
         let checked = match self.group(shard) {
             None => Err(StoreError::NotLeader { shard, leader: None }),
             Some(g) => g.check_leader(shard).and_then(|()| {
+                g.quiet.touch();
                 let (tx, rx) = oneshot::channel();
                 g.reads.send(tx).map(|()| rx).map_err(|_| StoreError::Closed)
             }),
@@ -521,7 +552,8 @@ impl Group {
         let l = self.leadership.borrow();
         if !l.is_leader {
             Err(StoreError::NotLeader { shard, leader: l.leader.clone() })
-        } else if self.observed.stale.load(Ordering::Relaxed) {
+        } else if self.observed.stale.load(Ordering::Relaxed) && self.quiet.ticking_for(leadership::STALE_LEADER) {
+            // A quiet leader hears from nobody; it is stale only once it has been awake that long.
             Err(StoreError::NotLeader { shard, leader: None })
         } else {
             Ok(())
@@ -624,7 +656,14 @@ async fn start_group(
     ];
     let handing_over = Mutex::new(None);
     let metrics = raft.metrics();
-    Ok(Some(Group { raft, names, proposals, reads, leadership, observed, tasks, handing_over, lease, metrics }))
+    let quiet = quiet::Quiet::new(quiet_groups(settings));
+    Ok(Some(Group { raft, names, proposals, reads, leadership, observed, tasks, handing_over, lease, metrics, quiet }))
+}
+
+/// Whether the groups of a node with these settings go quiet when idle: asked for, and the transport
+/// has a failure detector to stand in for their heartbeats.
+fn quiet_groups(settings: &RaftSettings) -> bool {
+    settings.quiet_groups && settings.transport.reachability(&settings.node).is_some()
 }
 
 /// What a node that holds no replica of a shard knows of its leadership: nothing.
@@ -641,6 +680,7 @@ impl ShardLog for RaftLog {
             None => Err(StoreError::NotLeader { shard, leader: None }),
             // A replica closing as the entry arrives proposes nothing: the leader is elsewhere.
             Some(g) => g.check_leader(shard).and_then(|()| {
+                g.quiet.touch();
                 g.proposals.send(Proposal { entry, reply }).map_err(|_| StoreError::NotLeader { shard, leader: None })
             }),
         };
@@ -657,6 +697,9 @@ impl ShardLog for RaftLog {
     /// Served on the leader's lease when it holds (no message sent), else by a read-index round.
     fn read_barrier(&self, shard: ShardId) -> BoxFuture<'static, Result<(), StoreError>> {
         if self.group(shard).is_some_and(|g| g.check_leader(shard).is_ok() && g.lease_holds(&self.node)) {
+            if let Some(g) = self.group(shard) {
+                g.quiet.touch();
+            }
             metrics::READ_CHECKS.with_label_values(&["lease"]).inc();
             return Box::pin(std::future::ready(Ok(())));
         }
@@ -668,6 +711,9 @@ impl ShardLog for RaftLog {
     /// it.
     fn write_barrier(&self, shard: ShardId) -> BoxFuture<'static, Result<(), StoreError>> {
         if self.group(shard).is_some_and(|g| g.check_leader(shard).is_ok() && g.applied_in_term(&self.node)) {
+            if let Some(g) = self.group(shard) {
+                g.quiet.touch();
+            }
             return Box::pin(std::future::ready(Ok(())));
         }
         self.ensure_linearizable(shard)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use playground_proto::{LogEntry, LogIndex, ShardId};
 
-use crate::{RaftLog, RaftSettings, RaftTransport, ShardLog, Store};
+use crate::{RaftLog, RaftSettings, RaftTransport, Reachability, ShardLog, Store};
 
 pub fn entry(key: String, value: u32) -> LogEntry {
     let mut e = LogEntry::default();
@@ -32,6 +32,8 @@ pub async fn eventually(within: Duration, what: &str, mut check: impl FnMut() ->
 pub struct Net {
     nodes: Mutex<HashMap<String, Weak<RaftLog>>>,
     cut: Mutex<HashSet<String>>,
+    /// Every raft message sent, delivered or not.
+    pub sent: std::sync::atomic::AtomicU64,
 }
 
 struct MemTransport {
@@ -41,6 +43,7 @@ struct MemTransport {
 
 impl RaftTransport for MemTransport {
     fn send(&self, to: &str, payload: Vec<u8>, timeout: Duration) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        self.net.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cut = self.net.cut.lock().expect("lock");
         let target = if cut.contains(&self.from) || cut.contains(to) {
             Err(format!("{} → {to}: cut off", self.from))
@@ -52,6 +55,15 @@ impl RaftTransport for MemTransport {
             let served = target?.handle_rpc(payload);
             tokio::time::timeout(timeout, served).await.map_err(|_| "timed out".to_owned())
         })
+    }
+
+    /// A perfect failure detector: a node is down exactly while it is stopped or cut off (from this
+    /// node's side too: a cut node sees every other node down).
+    fn reachability(&self, node: &str) -> Option<Reachability> {
+        let cut = self.net.cut.lock().expect("lock");
+        let running = self.net.nodes.lock().expect("lock").get(node).is_some_and(|n| n.strong_count() > 0);
+        let reachable = node == self.from || (running && !cut.contains(node) && !cut.contains(&self.from));
+        Some(if reachable { Reachability::Up } else { Reachability::Down })
     }
 }
 
@@ -120,6 +132,11 @@ impl Cluster {
         } else {
             cut.remove(&self.names[i]);
         }
+    }
+
+    /// Raft messages sent so far by every node.
+    pub fn messages_sent(&self) -> u64 {
+        self.net.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn log(&self, i: usize) -> &Arc<RaftLog> {

@@ -20,14 +20,14 @@ const COMMIT_SAMPLE: Duration = Duration::from_secs(1);
 /// A leader that has heard from no quorum for this long (longer than the longest election timeout, so
 /// the others have most likely elected a new leader) stops accepting appends and read checks instead of
 /// queueing them behind proposals that cannot commit. It still leads as far as openraft is concerned.
-const STALE_LEADER_MS: u64 = 1000;
+pub(crate) const STALE_LEADER: Duration = Duration::from_millis(1000);
 
 /// What the group's follower task keeps up to date for the log's handle.
 #[derive(Default)]
 pub(crate) struct Observed {
     /// The last commit index seen (sampled).
     pub(crate) committed: AtomicU64,
-    /// Set while this node leads but no quorum has acknowledged it for `STALE_LEADER_MS`.
+    /// Set while this node leads but no quorum has acknowledged it for `STALE_LEADER`.
     pub(crate) stale: AtomicBool,
 }
 
@@ -74,7 +74,7 @@ pub(crate) async fn follow(
     loop {
         let (next, applied, stale) = {
             let m = rx.borrow_and_update();
-            let stale = m.millis_since_quorum_ack.is_some_and(|ms| ms > STALE_LEADER_MS);
+            let stale = m.millis_since_quorum_ack.is_some_and(|ms| ms > STALE_LEADER.as_millis() as u64);
             (leadership_of(me, &m, &names), m.last_applied.map(|id| id.index).unwrap_or(0), stale)
         };
         observed.stale.store(next.is_leader && stale, Ordering::Relaxed);

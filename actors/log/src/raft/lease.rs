@@ -93,6 +93,12 @@ impl Lease {
         self.state().heard_from_leader.map(|t| t.elapsed())
     }
 
+    /// How long since this replica last received an AppendEntries, or since it started if it never did:
+    /// what it may have accepted before a restart is as old as that at most.
+    pub(crate) fn since_leader_or_start(&self) -> Duration {
+        self.state().heard_from_leader.map_or_else(|| self.started.elapsed(), |t| t.elapsed())
+    }
+
     /// Whether this replica still refuses every vote: for the longest election timeout after it started,
     /// since the vote lease it granted before a restart is not on disk.
     pub(crate) fn votes_held(&self) -> bool {

@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{register, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 fn registered<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
     // Registration fails only for a duplicate name, which these statics rule out.
@@ -68,6 +68,26 @@ pub(crate) static READ_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
                  read-index round to a quorum.",
             ),
             &["path"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub(crate) static QUIET_GROUPS: LazyLock<IntGauge> = LazyLock::new(|| {
+    registered(
+        IntGauge::new(
+            "playground_raft_quiet_groups",
+            "Groups held here that are quiet now: idle, with no raft heartbeats or timers.",
+        )
+        .expect("valid metric"),
+    )
+});
+
+pub(crate) static DETECTED_ELECTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    registered(
+        IntCounter::new(
+            "playground_raft_detector_elections_total",
+            "Elections this node stood for because the failure detector held its leader's node down.",
         )
         .expect("valid metric"),
     )

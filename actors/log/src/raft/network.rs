@@ -38,6 +38,24 @@ use super::TypeConfig;
 pub trait RaftTransport: Send + Sync + 'static {
     /// One request/response to node `to` (by name), bounded by `timeout`.
     fn send(&self, to: &str, payload: Vec<u8>, timeout: Duration) -> BoxFuture<'static, Result<Vec<u8>, String>>;
+
+    /// How this transport's failure detector holds node `node` now; `None` when it has no failure
+    /// detector, and then the groups never go quiet (`quiet.rs`): openraft's own heartbeats and
+    /// election timers are all that notices a lost leader.
+    fn reachability(&self, _node: &str) -> Option<Reachability> {
+        None
+    }
+}
+
+/// A node as a failure detector holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reachability {
+    /// It answered lately.
+    Up,
+    /// It missed an answer: perhaps slow, perhaps gone.
+    Suspect,
+    /// Its connection closed, or it has been silent for the detector's failure timeout.
+    Down,
 }
 
 /// A transport for a node without peers: every send fails at once. Enough for a one-node cluster, whose

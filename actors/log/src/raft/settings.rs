@@ -28,6 +28,9 @@ pub struct RaftSettings {
     pub snapshot_logs: u64,
     /// How long a group whose only replica is this node has to elect itself at start.
     pub ready_timeout: Duration,
+    /// Whether idle groups go quiet (no heartbeats, no timers) while the transport's failure detector
+    /// watches their leaders (`quiet.rs`).
+    pub quiet_groups: bool,
 }
 
 impl RaftSettings {
@@ -52,6 +55,7 @@ impl RaftSettings {
             snapshot_timeout: Self::DEFAULT_SNAPSHOT_TIMEOUT,
             snapshot_logs: Self::DEFAULT_SNAPSHOT_LOGS,
             ready_timeout: Self::DEFAULT_READY_TIMEOUT,
+            quiet_groups: true,
         }
     }
 
@@ -68,7 +72,10 @@ impl RaftSettings {
         if members.is_empty() {
             members.push(config.node.id.clone());
         }
-        Self::new(config.node.id.clone(), members, config.cluster.replication_factor as usize, transport)
+        let mut settings =
+            Self::new(config.node.id.clone(), members, config.cluster.replication_factor as usize, transport);
+        settings.quiet_groups = config.cluster.quiet_groups;
+        settings
     }
 }
 
@@ -82,6 +89,7 @@ impl std::fmt::Debug for RaftSettings {
             .field("snapshot_timeout", &self.snapshot_timeout)
             .field("snapshot_logs", &self.snapshot_logs)
             .field("ready_timeout", &self.ready_timeout)
+            .field("quiet_groups", &self.quiet_groups)
             .finish_non_exhaustive()
     }
 }

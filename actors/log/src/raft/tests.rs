@@ -246,6 +246,44 @@ async fn writes_on_each_leader_reach_every_replica_and_followers_refuse() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_go_quiet_wake_for_work_and_a_lost_quiet_leader_is_replaced() {
+    let shards = 4;
+    let c = Cluster::start(3, shards, RaftSettings::DEFAULT_SNAPSHOT_LOGS).await;
+    for shard in 0..shards {
+        c.append(shard, format!("k/{shard}"), 1).await;
+    }
+    let all_quiet = |c: &Cluster| (0..3).all(|i| c.log(i).local_groups().iter().all(|g| c.log(i).is_quiet(*g)));
+    eventually(Duration::from_secs(15), "every replica quiet", || all_quiet(&c)).await;
+
+    // Awake, each of the 5 groups (4 shards and the metadata group) sends its 2 followers 10 heartbeats
+    // a second; quiet, one round a second.
+    let (before, window) = (c.messages_sent(), Duration::from_secs(3));
+    tokio::time::sleep(window).await;
+    let per_second = (c.messages_sent() - before) as f64 / window.as_secs_f64();
+    assert!(per_second <= 20.0, "a quiet cluster sent {per_second} raft messages a second");
+
+    // A quiet group takes a write at once and replicates it.
+    c.append(0, "k/awake".into(), 2).await;
+    c.wait_replicated(0, "k/awake", 2, Duration::from_secs(10)).await;
+    let leader = c.log(c.wait_leader(0, None).await).clone();
+    eventually(Duration::from_secs(1), "the group in use awake", || !leader.is_quiet(0)).await;
+
+    // A quiet group whose leader is lost elects another: its followers' timers were off.
+    let shard = 1;
+    let old = c.wait_leader(shard, None).await;
+    let quiet_followers = |c: &Cluster| (0..3).filter(|i| *i != old).all(|i| c.log(i).is_quiet(shard));
+    eventually(Duration::from_secs(15), "shard 1 quiet", || quiet_followers(&c)).await;
+    c.cut(old, true);
+    let cut_at = Instant::now();
+    let new = c.wait_leader(shard, Some(old)).await;
+    eprintln!("a quiet group's leader replaced in {:?}", cut_at.elapsed());
+    c.log(new).append(shard, entry("k/after".into(), 3)).await.expect("the new leader appends");
+    c.cut(old, false);
+    c.wait_replicated(shard, "k/after", 3, Duration::from_secs(10)).await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_leader_is_replaced_and_never_acknowledges() {
     let c = Cluster::start(3, 2, RaftSettings::DEFAULT_SNAPSHOT_LOGS).await;
     let shard = 0;
