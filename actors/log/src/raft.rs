@@ -130,7 +130,7 @@ struct Group {
     lease: Arc<Lease>,
     /// openraft's metrics, kept here because `Raft::metrics` hands out a new receiver per call.
     metrics: watch::Receiver<lease::Metrics>,
-    quiet: quiet::Quiet,
+    quiet: Arc<quiet::Quiet>,
 }
 
 /// How long a leader holds still for a hand-over: the lease its followers wait out, then the election.
@@ -649,14 +649,16 @@ async fn start_group(
     let (proposals, proposals_rx) = mpsc::unbounded_channel();
     let (reads, reads_rx) = mpsc::unbounded_channel();
     let read_timeout = settings.rpc_timeout.max(Duration::from_millis(500));
+    let quiet = Arc::new(quiet::Quiet::new(quiet_groups(settings)));
+    let follow =
+        leadership::follow(shard, me, names.clone(), raft.clone(), leadership_tx, observed.clone(), quiet.clone());
     let tasks = vec![
         tokio::spawn(proposer::run(shard, raft.clone(), proposals_rx)),
         tokio::spawn(reads::run(shard, raft.clone(), read_timeout, reads_rx)),
-        tokio::spawn(leadership::follow(shard, me, names.clone(), raft.clone(), leadership_tx, observed.clone())),
+        tokio::spawn(follow),
     ];
     let handing_over = Mutex::new(None);
     let metrics = raft.metrics();
-    let quiet = quiet::Quiet::new(quiet_groups(settings));
     Ok(Some(Group { raft, names, proposals, reads, leadership, observed, tasks, handing_over, lease, metrics, quiet }))
 }
 

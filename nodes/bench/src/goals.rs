@@ -44,6 +44,7 @@ pub const FAILOVER_MEDIAN: Goal = at_most("failover, median", 1.0, "s");
 pub const FAILOVER_MAX: Goal = at_most("failover, max", 3.0, "s");
 pub const REBALANCE_TIME: Goal = at_most("rebalance: balanced after (max over runs)", 10.0, "s");
 pub const REBALANCE_THROUGHPUT: Goal = at_least("rebalance: throughput during moves / before (median)", 0.8, "×");
+pub const MEMORY_PER_ENTITY: Goal = at_most("resident memory per active entity", 10.0, "KB");
 pub const REBALANCE_EMPTY_BUCKETS: Goal = at_most("rebalance: 250 ms buckets without a success", 0.0, "");
 
 /// The rebalance benchmark's figures beside their targets: the slowest run's time to balance, the median

@@ -13,7 +13,8 @@
 //! the baseline (`both`). `playground bench failover` measures instead how long the cluster's shards stay
 //! unwritable when the node leading the most of them is killed, and `playground bench rebalance` how long
 //! the placement takes to even out after a fourth node joins, under load. `playground bench scale`
-//! compares a 3-node and a 6-node cluster whose nodes each get the same CPU quota.
+//! compares a 3-node and a 6-node cluster whose nodes each get the same CPU quota, and `playground bench
+//! memory` what an active entity holds in resident memory.
 //!
 //! Every saturation phase also records the CPU time of every product process, so each figure comes with
 //! what it cost; the report prints every figure the run measured beside its target.
@@ -28,6 +29,7 @@
 //! - `failover`: the failover benchmark.
 //! - `rebalance`: the rebalancing benchmark.
 //! - `scale`: the scale-out benchmark.
+//! - `memory`: the resident memory of an active entity.
 //! - `goals`: the targets, and a figure's verdict against its target.
 //! - `cost`: CPU per operation, cluster against single node, idle CPU, nginx: the cost tables.
 //! - `report`: summaries, ratios, the stdout table, `bench.json` and `bench.md`.
@@ -40,6 +42,7 @@ mod cpu;
 mod failover;
 mod goals;
 mod load;
+mod memory;
 mod nginx;
 mod rebalance;
 mod report;
@@ -145,6 +148,9 @@ pub enum BenchCommand {
     Rebalance(rebalance::RebalanceArgs),
     /// Saturate a 3-node and a 6-node cluster whose nodes each get the same CPU quota, and compare.
     Scale(scale::ScaleArgs),
+    /// Create orders on a node as shipped and on one whose entities stop at once, and compare their
+    /// resident memory: what an active entity holds.
+    Memory(memory::MemoryArgs),
 }
 
 /// The `--topology` choices.
@@ -281,6 +287,7 @@ fn run(args: BenchArgs, binary: Option<PathBuf>) -> Result<()> {
         Some(BenchCommand::Failover(failover)) => return failover::run(failover, &product_binary(binary)?),
         Some(BenchCommand::Rebalance(rebalance)) => return rebalance::run(rebalance, &product_binary(binary)?),
         Some(BenchCommand::Scale(scale)) => return scale::run(scale, &product_binary(binary)?),
+        Some(BenchCommand::Memory(memory)) => return memory::run(memory, &product_binary(binary)?),
         None => {}
     }
     if args.target.is_some() && args.topology != Topology::Single {

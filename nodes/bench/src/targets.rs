@@ -57,11 +57,20 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(binary: &Path, argon2_memory_kib: Option<u32>) -> Result<Self> {
+        Self::start_with(binary, argon2_memory_kib, &[])
+    }
+
+    /// [`NodeProcess::start`] with `PLAYGROUND_*` settings of its own, for a baseline that differs from
+    /// the product as shipped in those alone.
+    pub fn start_with(binary: &Path, argon2_memory_kib: Option<u32>, env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("playground-bench-").tempdir().context("create the node's folder")?;
         let data = dir.path().join("data");
         let args =
             ["node".as_ref(), "--http".as_ref(), "127.0.0.1:0".as_ref(), "--data-dir".as_ref(), data.as_os_str()];
-        let launch = product_launch(&dir.path().join("node.log"), argon2_memory_kib).deadline(STARTUP_LIMIT);
+        let launch = env.iter().fold(
+            product_launch(&dir.path().join("node.log"), argon2_memory_kib).deadline(STARTUP_LIMIT),
+            |launch, (key, value)| launch.env(key, value),
+        );
         let mut process =
             simulations::NodeProcess::launch(binary, args, "listening on ", launch).context("start the node")?;
         process.url = process.url.trim_end_matches('/').to_owned();

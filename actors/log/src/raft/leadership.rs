@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use playground_proto::{NodeId, ShardId};
 
+use super::quiet::Quiet;
 use super::{metrics, TypeConfig};
 use crate::store::Leadership;
 
@@ -61,6 +62,7 @@ pub(crate) async fn follow(
     raft: Raft<TypeConfig>,
     tx: watch::Sender<Leadership>,
     observed: Arc<Observed>,
+    quiet: Arc<Quiet>,
 ) {
     let label = shard.to_string();
     let (term_gauge, leader_gauge, lag_gauge) = (
@@ -100,6 +102,11 @@ pub(crate) async fn follow(
                 }
             }
             _ = sample.tick() => {
+                // Sampling asks the group's core, which a quiet group would wake for nothing: nothing
+                // commits while it is quiet.
+                if quiet.is_quiet() {
+                    continue;
+                }
                 match raft.with_raft_state(|s| s.committed.map(|c| c.index)).await {
                     Ok(Some(index)) => {
                         observed.committed.fetch_max(index, Ordering::Relaxed);

@@ -11,14 +11,18 @@
 //!   sends one heartbeat round per [`QUIET_BEAT`] instead, which carries the commit index and tells the
 //!   followers it is alive. The first request after that wakes it ([`Quiet::touch`]); its lease has run
 //!   out meanwhile, so the first read pays a read-index round, as after any pause.
-//! - **A follower** runs no timer at all while its leader is a voter that the failure detector holds up
-//!   and that was heard from within [`QUIET_SILENCE`]. As soon as the detector suspects the leader's
-//!   node (one missed ping), the follower runs openraft's timers again, which count from the last
-//!   AppendEntries: a frozen leader is replaced as fast as without quiet groups. When the detector
+//! - **A follower** keeps openraft's timers while its leader sends heartbeats. Once it has not heard
+//!   from it for [`LEADER_WENT_QUIET`], it runs no timer at all while its leader is a voter that the
+//!   failure detector holds up and that was heard from within [`QUIET_SILENCE`]. As soon as the
+//!   detector suspects the leader's node (one missed ping), the follower runs openraft's timers again,
+//!   which count from the last AppendEntries: a frozen leader is replaced as fast as without quiet
+//!   groups. When the detector
 //!   holds the node down (its connection closed, or silent for `cluster.failure_timeout`), the
 //!   follower also stands for election as soon as the leader's vote lease has run out since it last
 //!   heard from it, [`ELECTION_JITTER`] apart from its peers, instead of waiting out openraft's random
-//!   election timeout on top of the lease.
+//!   election timeout on top of the lease. A leader's node that comes back up (restarted before the
+//!   group elected another) counts as down until this replica hears from a leader again: restarted,
+//!   it leads no more, so the group must not fall asleep waiting for it.
 //! - **The silence bound** is the safety net for whatever the detector cannot see (a leader whose
 //!   process answers pings while its group is wedged): a follower that has not heard from its leader
 //!   for [`QUIET_SILENCE`] runs openraft's own timers again, and they elect.
@@ -30,6 +34,7 @@
 //! A transport without a failure detector ([`RaftTransport::reachability`] answers `None`) keeps every
 //! group on openraft's own timers, as does `cluster.quiet_groups = false`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -44,13 +49,18 @@ use super::{leadership, metrics, Group, RaftLog, Reachability};
 
 /// How often the groups are looked at: the delay between the detector holding a leader down and its
 /// followers acting on it.
-pub(crate) const SCAN: Duration = Duration::from_millis(50);
+pub(crate) const SCAN: Duration = Duration::from_millis(100);
 /// A leader's group goes quiet after this long without a request.
 pub(crate) const QUIET_AFTER: Duration = Duration::from_secs(2);
 /// A quiet leader's heartbeat round, one per this interval.
-pub(crate) const QUIET_BEAT: Duration = Duration::from_secs(1);
+pub(crate) const QUIET_BEAT: Duration = Duration::from_secs(2);
 /// A follower that has not heard from its leader for this long runs openraft's timers again.
-pub(crate) const QUIET_SILENCE: Duration = Duration::from_secs(3);
+pub(crate) const QUIET_SILENCE: Duration = Duration::from_secs(5);
+/// A follower that has not heard from its leader for this long, while the detector holds the leader's
+/// node up, takes it that the leader went quiet. Three heartbeat intervals: a leader in use is heard
+/// from well within it, and it ends well before openraft's own election timer would fire (the vote
+/// lease and at least the shortest election timeout).
+pub(crate) const LEADER_WENT_QUIET: Duration = Duration::from_millis(300);
 /// The followers of a lost leader stand for election spread over this much, so that one usually wins
 /// the first round.
 pub(crate) const ELECTION_JITTER: Duration = Duration::from_millis(200);
@@ -70,6 +80,11 @@ pub(crate) struct Quiet {
     last_beat: AtomicU64,
     /// The term in which this replica last stood for election because its leader was held down.
     campaigned_in: AtomicU64,
+    /// Milliseconds since `born` when a scan last saw the leader's node not up after it had been up;
+    /// `u64::MAX`: never. (A node's peers are down until they first answer, which is no loss.)
+    leader_lost: AtomicU64,
+    /// Whether a scan has seen the leader's node up.
+    leader_seen_up: AtomicBool,
 }
 
 impl Quiet {
@@ -82,6 +97,8 @@ impl Quiet {
             ticking_since: AtomicU64::new(0),
             last_beat: AtomicU64::new(0),
             campaigned_in: AtomicU64::new(u64::MAX),
+            leader_lost: AtomicU64::new(u64::MAX),
+            leader_seen_up: AtomicBool::new(false),
         }
     }
 
@@ -102,6 +119,13 @@ impl Quiet {
     /// not heard from a quorum may simply have been quiet.
     pub(crate) fn ticking_for(&self, d: Duration) -> bool {
         !self.enabled || (self.ticking.load(Ordering::Relaxed) && self.age(&self.ticking_since) >= d)
+    }
+
+    /// Whether this replica has heard from a leader since a scan last saw its leader's node not up, by
+    /// how long ago it last heard from one.
+    fn heard_since_lost(&self, since_leader: Duration) -> bool {
+        let lost = self.leader_lost.load(Ordering::Relaxed);
+        lost == u64::MAX || since_leader < self.age(&self.leader_lost)
     }
 
     /// Whether the group is quiet now.
@@ -156,7 +180,7 @@ pub(crate) fn plan(v: &View) -> Plan {
             campaign: false,
         };
     }
-    let quiet = v.leader_up && v.since_leader < QUIET_SILENCE;
+    let quiet = v.leader_up && (LEADER_WENT_QUIET..QUIET_SILENCE).contains(&v.since_leader);
     Plan {
         tick: !quiet,
         heartbeat: true,
@@ -196,15 +220,17 @@ pub(crate) async fn run(log: Weak<RaftLog>) {
         scan.tick().await;
         let Some(log) = log.upgrade() else { return };
         let mut quiet = 0;
+        // Most groups share a few leaders: each is looked up once a scan.
+        let mut seen = HashMap::new();
         for (shard, group) in log.local() {
-            settle(&log, shard, &group).await;
+            settle(&log, shard, &group, &mut seen).await;
             quiet += i64::from(group.quiet.is_quiet());
         }
         metrics::QUIET_GROUPS.set(quiet);
     }
 }
 
-async fn settle(log: &RaftLog, shard: ShardId, g: &Arc<Group>) {
+async fn settle(log: &RaftLog, shard: ShardId, g: &Arc<Group>, seen: &mut HashMap<NodeId, Option<Reachability>>) {
     let q = &g.quiet;
     if !q.enabled {
         return;
@@ -215,7 +241,17 @@ async fn settle(log: &RaftLog, shard: ShardId, g: &Arc<Group>) {
         let leading = m.state == ServerState::Leader && m.current_leader == Some(me);
         let leader = m.current_leader.filter(|l| *l != me);
         let voter = |id: NodeId| m.membership_config.membership().voter_ids().any(|v| v == id);
-        let seen = leader.and_then(|l| leadership::name_of(l, &m, &g.names)).and_then(|name| log.reachability(&name));
+        let held = leader.and_then(|l| {
+            *seen.entry(l).or_insert_with(|| leadership::name_of(l, &m, &g.names).and_then(|n| log.reachability(&n)))
+        });
+        match held {
+            Some(Reachability::Up) => q.leader_seen_up.store(true, Ordering::Relaxed),
+            Some(_) if q.leader_seen_up.load(Ordering::Relaxed) => q.leader_lost.store(q.now_ms(), Ordering::Relaxed),
+            _ => {}
+        }
+        let since_leader = g.lease.since_leader_or_start();
+        // Up again, but not heard from since it was lost: a restarted node that leads no more.
+        let back_unheard = held == Some(Reachability::Up) && !q.heard_since_lost(since_leader);
         let handing_over = g
             .handing_over
             .lock()
@@ -226,9 +262,9 @@ async fn settle(log: &RaftLog, shard: ShardId, g: &Arc<Group>) {
             leading,
             busy: leading && (q.age(&q.touched) < QUIET_AFTER || replicating(&m, me)),
             handing_over: leading && handing_over,
-            leader_up: leader.is_some_and(voter) && seen == Some(Reachability::Up),
-            leader_down: seen == Some(Reachability::Down),
-            since_leader: g.lease.since_leader_or_start(),
+            leader_up: leader.is_some_and(voter) && held == Some(Reachability::Up) && !back_unheard,
+            leader_down: held == Some(Reachability::Down) || back_unheard,
+            since_leader,
             since_beat: q.age(&q.last_beat),
             campaigned: q.campaigned_in.load(Ordering::Relaxed) == m.current_term,
             jitter: jitter(me, shard, m.current_term),
@@ -266,7 +302,7 @@ mod tests {
             handing_over: false,
             leader_up: true,
             leader_down: false,
-            since_leader: Duration::from_millis(100),
+            since_leader: Duration::from_millis(500),
             since_beat: Duration::ZERO,
             campaigned: false,
             jitter: Duration::from_millis(50),
@@ -297,6 +333,8 @@ mod tests {
     fn a_follower_of_a_live_leader_sleeps_until_the_leader_falls_silent() {
         let p = plan(&follower());
         assert!(!p.tick && !p.elect && !p.campaign);
+        let p = plan(&View { since_leader: Duration::from_millis(100), ..follower() });
+        assert!(p.tick && p.elect, "a leader that heartbeats: openraft's timers, as without quiet groups");
         let p = plan(&View { since_leader: QUIET_SILENCE, ..follower() });
         assert!(p.tick && p.elect && !p.campaign, "openraft's timers take over after the silence bound");
         let p = plan(&View { leader_up: false, ..follower() });

@@ -256,7 +256,7 @@ async fn idle_groups_go_quiet_wake_for_work_and_a_lost_quiet_leader_is_replaced(
     eventually(Duration::from_secs(15), "every replica quiet", || all_quiet(&c)).await;
 
     // Awake, each of the 5 groups (4 shards and the metadata group) sends its 2 followers 10 heartbeats
-    // a second; quiet, one round a second.
+    // a second; quiet, one round every 2 s.
     let (before, window) = (c.messages_sent(), Duration::from_secs(3));
     tokio::time::sleep(window).await;
     let per_second = (c.messages_sent() - before) as f64 / window.as_secs_f64();
