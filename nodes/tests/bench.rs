@@ -27,6 +27,10 @@ fn flags_and_subcommands_pass_through() {
     assert!(text.contains("Usage: playground-bench") && text.contains("failover"), "{text}");
     let help = playground_bench(&["failover", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("--kills"), "a subcommand's own help");
+    let help = playground_bench(&["memory", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--orders"), "the memory benchmark's help");
+    let few = playground_bench(&["memory", "--orders", "5"]);
+    assert_eq!(few.status.code(), Some(2), "fewer orders than the benchmark measures: {few:?}");
 
     let bad = playground_bench(&["--duration", "0"]);
     assert_eq!(bad.status.code(), Some(2), "clap's usage error, as the bench binary exits with it");
