@@ -17,6 +17,12 @@ async fn cluster() -> ProcessCluster {
     ProcessCluster::start(BIN.as_ref(), 3, 2, SHARDS, &[]).await.expect("a 3-node cluster starts")
 }
 
+/// A cluster whose idle groups go quiet.
+async fn quiet_cluster() -> ProcessCluster {
+    let env = [("PLAYGROUND_QUIET_GROUPS", "true")];
+    ProcessCluster::start(BIN.as_ref(), 3, 2, SHARDS, &env).await.expect("a 3-node cluster starts")
+}
+
 /// The node that leads the most shards, by the cluster view.
 async fn busiest_leader(api: &Api) -> usize {
     let view = api.get("/v1/cluster", Some(ADMIN_TOKEN)).await.expect("view").json();
@@ -33,7 +39,7 @@ async fn busiest_leader(api: &Api) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_works_through_both_gateways() {
-    let c = cluster().await;
+    let c = quiet_cluster().await;
     let (g1, g2) = (c.gateway(0), c.gateway(1));
     let id = g1.register("both@example.com", "correct horse battery").await.expect("register via gateway 1");
     let dup = g2
@@ -201,7 +207,9 @@ async fn all_listed(api: &Api, user: &str, token: &str) -> HashSet<String> {
             Some(c) => format!("/v1/users/{user}/orders?limit=100&cursor={c}"),
             None => format!("/v1/users/{user}/orders?limit=100"),
         };
-        let page = api.get(&path, Some(token)).await.expect("list").json();
+        let answer = api.get(&path, Some(token)).await.expect("list");
+        assert_eq!(answer.status, 200, "listing {user}'s orders: {}", answer.text);
+        let page = answer.json();
         seen.extend(
             page["items"].as_array().expect("items").iter().filter_map(|o| o["id"].as_str().map(str::to_owned)),
         );
