@@ -2,6 +2,8 @@
 //! that entities cannot tell it from [`LocalLog`](crate::store::LocalLog), except that only the shard's
 //! leader accepts appends (others answer [`StoreError::NotLeader`]).
 //!
+//! - `group`: one group on this node (its openraft handle, tasks, lease and quiet state), how it starts,
+//!   and `check_leader`, which every leader-side call asks first.
 //! - `proposer`: one task per shard packs the waiting [`LogEntry`]s into one raft entry and proposes it
 //!   with one `client_write` as soon as the previous one is applied, never on a timer (openraft 0.9
 //!   flushes once per entry, so packing is where the throughput comes from).
@@ -24,6 +26,7 @@
 //! [`META_REPLICATION`] nodes: the same machinery (log store, state machine, proposer) over the store's
 //! `meta` tree. It has no shard actor and no entities; the control plane reads and writes its one record.
 
+mod group;
 mod leadership;
 mod lease;
 mod log_store;
@@ -37,14 +40,12 @@ mod state_machine;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use openraft::error::InitializeError;
 use openraft::{BasicNode, Raft};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -54,12 +55,8 @@ use playground_proto::{node_id_of, placement, Applied, LogEntry, LogIndex, NodeI
 use crate::error::StoreError;
 use crate::store::{Leadership, ShardLog, Store};
 
-use lease::Lease;
-use log_store::LogStore;
-use network::Network;
+use group::{quiet_groups, start_group, Group, Start};
 use proposer::Proposal;
-use reads::ReadWaiter;
-use state_machine::StateMachine;
 
 pub use network::{NoTransport, RaftTransport, Reachability};
 pub use settings::RaftSettings;
@@ -116,23 +113,6 @@ pub(crate) struct Alive {
     _held: mpsc::Sender<()>,
 }
 
-struct Group {
-    raft: Raft<TypeConfig>,
-    /// Node ids of the replicas placement gave the group, to name a leader before membership is known.
-    names: BTreeMap<NodeId, String>,
-    proposals: mpsc::UnboundedSender<Proposal>,
-    reads: mpsc::UnboundedSender<ReadWaiter>,
-    leadership: watch::Receiver<Leadership>,
-    observed: Arc<leadership::Observed>,
-    tasks: Vec<JoinHandle<()>>,
-    /// While handing leadership over: until when, and to whom. The leader takes no new work meanwhile.
-    handing_over: Mutex<Option<(std::time::Instant, String)>>,
-    lease: Arc<Lease>,
-    /// openraft's metrics, kept here because `Raft::metrics` hands out a new receiver per call.
-    metrics: watch::Receiver<lease::Metrics>,
-    quiet: Arc<quiet::Quiet>,
-}
-
 /// How long a leader holds still for a hand-over: the lease its followers wait out, then the election.
 const HAND_OVER: Duration = Duration::from_millis(2000);
 
@@ -151,16 +131,6 @@ pub struct RaftLog {
     changing: tokio::sync::Mutex<()>,
     /// The task that puts idle groups to sleep and wakes them (`quiet.rs`).
     quieting: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// How a group starts on this node.
-enum Start {
-    /// A group of the cluster's first placement: its first replica initializes it with every replica.
-    Bootstrap(Vec<String>),
-    /// A group this node held before it stopped; it resumes from its log, vote and state machine.
-    Resume,
-    /// A new, empty replica (a learner to be): it waits for the leader to send it the log or a snapshot.
-    Join,
 }
 
 impl RaftLog {
@@ -283,7 +253,6 @@ impl RaftLog {
     pub async fn change_replicas(&self, shard: ShardId, voters: &[String], within: Duration) -> Result<(), StoreError> {
         let group = self.group(shard).ok_or(StoreError::NotLeader { shard, leader: None })?;
         group.check_leader(shard)?;
-        group.quiet.touch();
         let failed = |e: &dyn std::fmt::Display| StoreError::Io(format!("shard {shard}: membership change: {e}"));
         let current: Vec<NodeId> = group.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         let work = async {
@@ -324,7 +293,6 @@ impl RaftLog {
         if let Ok(mut h) = group.handing_over.lock() {
             *h = Some((std::time::Instant::now() + HAND_OVER, to.to_owned()));
         }
-        group.quiet.touch();
         group.lease.revoke();
         group.raft.runtime_config().heartbeat(false);
         let raft = group.raft.clone();
@@ -475,7 +443,6 @@ impl RaftLog {
         let checked = match self.group(shard) {
             None => Err(StoreError::NotLeader { shard, leader: None }),
             Some(g) => g.check_leader(shard).and_then(|()| {
-                g.quiet.touch();
                 let (tx, rx) = oneshot::channel();
                 g.reads.send(tx).map(|()| rx).map_err(|_| StoreError::Closed)
             }),
@@ -523,151 +490,6 @@ impl RaftLog {
     }
 }
 
-impl Drop for Group {
-    /// A group dropped without a shutdown (a start that failed half-way) leaves no task behind.
-    fn drop(&mut self) {
-        self.tasks.iter().for_each(JoinHandle::abort);
-    }
-}
-
-impl Group {
-    /// Whether this node leads and has applied its term's first entry ([`lease::applied_in_term`]).
-    fn applied_in_term(&self, node: &str) -> bool {
-        lease::applied_in_term(&self.metrics.borrow(), node_id_of(node))
-    }
-
-    /// Whether this node may serve a read without a quorum round ([`Lease::holds_for`]).
-    fn lease_holds(&self, node: &str) -> bool {
-        self.lease.holds_for(&self.metrics.borrow(), node_id_of(node))
-    }
-
-    /// Whether this node may propose or serve reads: it leads, and a quorum has acknowledged it
-    /// lately. A leader cut off from its peers stops taking work within about a second, rather than
-    /// queueing it behind proposals that cannot commit.
-    fn check_leader(&self, shard: ShardId) -> Result<(), StoreError> {
-        let handing = self.handing_over.lock().ok().and_then(|h| h.clone());
-        if let Some((_, to)) = handing.filter(|(until, _)| std::time::Instant::now() < *until) {
-            return Err(StoreError::NotLeader { shard, leader: Some(to) });
-        }
-        let l = self.leadership.borrow();
-        if !l.is_leader {
-            Err(StoreError::NotLeader { shard, leader: l.leader.clone() })
-        } else if self.observed.stale.load(Ordering::Relaxed) && self.quiet.ticking_for(leadership::STALE_LEADER) {
-            // A quiet leader hears from nobody; it is stale only once it has been awake that long.
-            Err(StoreError::NotLeader { shard, leader: None })
-        } else {
-            Ok(())
-        }
-    }
-}
-
-async fn start_group(
-    store: Arc<Store>,
-    shard: ShardId,
-    start: Start,
-    settings: &RaftSettings,
-    alive: Alive,
-) -> Result<Option<Group>, RaftStartError> {
-    let raft_err = |e: &dyn std::fmt::Display| RaftStartError::Raft { shard, reason: e.to_string() };
-    let me = node_id_of(&settings.node);
-    let log_tree = store
-        .open_tree(crate::store::group_log_tree(shard))
-        .await
-        .map_err(|source| RaftStartError::Store { shard, source })?;
-    let log_store = LogStore::new(store.clone(), log_tree.clone(), alive.clone());
-    let state_machine = StateMachine::new(store.clone(), shard, log_tree, alive);
-    let lease = Arc::new(Lease::new());
-    let network = Network {
-        shard,
-        me,
-        transport: settings.transport.clone(),
-        rpc_timeout: settings.rpc_timeout,
-        lease: lease.clone(),
-    };
-    let raft = Raft::new(me, settings::raft_config(shard, settings)?, network, log_store, state_machine)
-        .await
-        .map_err(|e| raft_err(&e))?;
-    let replicas = match &start {
-        Start::Bootstrap(replicas) => replicas.clone(),
-        Start::Resume | Start::Join => vec![],
-    };
-    let names: BTreeMap<NodeId, String> = replicas.iter().map(|r| (node_id_of(r), r.clone())).collect();
-    let initialized = raft.is_initialized().await.map_err(|e| raft_err(&e))?;
-    match start {
-        Start::Bootstrap(_) if !initialized => {
-            // Entries applied without raft (the local log) exist on this node only: replicating on top of
-            // them would leave the replicas disagreeing.
-            if replicas.len() > 1 && shard < store.shard_count() && store.applied_index(shard).unwrap_or(0) > 0 {
-                let _ = raft.shutdown().await;
-                return Err(RaftStartError::Config(format!(
-                    "shard {shard}: the data directory holds data written by a one-node cluster; a replicated \
-                     cluster starts on a fresh data directory"
-                )));
-            }
-            if replicas.first() == Some(&settings.node) {
-                let members: BTreeMap<NodeId, BasicNode> =
-                    names.iter().map(|(id, name)| (*id, BasicNode::new(name))).collect();
-                match raft.initialize(members).await {
-                    Ok(()) => tracing::debug!(shard, ?replicas, "shard group initialized"),
-                    // A peer reached this replica first: the group exists already.
-                    Err(openraft::error::RaftError::APIError(InitializeError::NotAllowed(e))) => {
-                        tracing::info!(shard, reason = %e, "shard group already initialized by its peers");
-                    }
-                    Err(e) => return Err(raft_err(&e)),
-                }
-            }
-        }
-        Start::Resume if initialized => {
-            let on_disk: Vec<NodeId> =
-                raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
-            if !on_disk.contains(&me) {
-                // Removed from the group while this node was down: what it holds is stale, and the group
-                // goes on without it.
-                let _ = raft.shutdown().await;
-                drop(raft);
-                store.wipe_group(shard).await.map_err(|source| RaftStartError::Store { shard, source })?;
-                tracing::info!(shard, "replica removed while this node was down; erased");
-                return Ok(None);
-            }
-        }
-        // A replica that had not been initialized yet waits to be contacted, like a new one.
-        _ => {}
-    }
-    if replicas == [settings.node.clone()] {
-        raft.wait(Some(settings.ready_timeout))
-            .current_leader(me, format!("shard {shard} ready"))
-            .await
-            .map_err(|_| RaftStartError::NoLeader { shard, waited: settings.ready_timeout })?;
-    }
-    metrics::init_shard(&shard.to_string());
-    let initial = leadership::leadership_of(me, &raft.metrics().borrow(), &names);
-    if initial.leader.is_some() {
-        metrics::LEADER_CHANGES.with_label_values(&[&shard.to_string()]).inc();
-    }
-    let (leadership_tx, leadership) = watch::channel(initial);
-    let observed = Arc::new(leadership::Observed::default());
-    let (proposals, proposals_rx) = mpsc::unbounded_channel();
-    let (reads, reads_rx) = mpsc::unbounded_channel();
-    let read_timeout = settings.rpc_timeout.max(Duration::from_millis(500));
-    let quiet = Arc::new(quiet::Quiet::new(quiet_groups(settings)));
-    let follow =
-        leadership::follow(shard, me, names.clone(), raft.clone(), leadership_tx, observed.clone(), quiet.clone());
-    let tasks = vec![
-        tokio::spawn(proposer::run(shard, raft.clone(), proposals_rx)),
-        tokio::spawn(reads::run(shard, raft.clone(), read_timeout, reads_rx)),
-        tokio::spawn(follow),
-    ];
-    let handing_over = Mutex::new(None);
-    let metrics = raft.metrics();
-    Ok(Some(Group { raft, names, proposals, reads, leadership, observed, tasks, handing_over, lease, metrics, quiet }))
-}
-
-/// Whether the groups of a node with these settings go quiet when idle: asked for, and the transport
-/// has a failure detector to stand in for their heartbeats.
-fn quiet_groups(settings: &RaftSettings) -> bool {
-    settings.quiet_groups && settings.transport.reachability(&settings.node).is_some()
-}
-
 /// What a node that holds no replica of a shard knows of its leadership: nothing.
 fn no_leadership() -> Leadership {
     Leadership { term: 0, is_leader: false, leader: None }
@@ -682,7 +504,6 @@ impl ShardLog for RaftLog {
             None => Err(StoreError::NotLeader { shard, leader: None }),
             // A replica closing as the entry arrives proposes nothing: the leader is elsewhere.
             Some(g) => g.check_leader(shard).and_then(|()| {
-                g.quiet.touch();
                 g.proposals.send(Proposal { entry, reply }).map_err(|_| StoreError::NotLeader { shard, leader: None })
             }),
         };
@@ -699,9 +520,6 @@ impl ShardLog for RaftLog {
     /// Served on the leader's lease when it holds (no message sent), else by a read-index round.
     fn read_barrier(&self, shard: ShardId) -> BoxFuture<'static, Result<(), StoreError>> {
         if self.group(shard).is_some_and(|g| g.check_leader(shard).is_ok() && g.lease_holds(&self.node)) {
-            if let Some(g) = self.group(shard) {
-                g.quiet.touch();
-            }
             metrics::READ_CHECKS.with_label_values(&["lease"]).inc();
             return Box::pin(std::future::ready(Ok(())));
         }
@@ -713,9 +531,6 @@ impl ShardLog for RaftLog {
     /// it.
     fn write_barrier(&self, shard: ShardId) -> BoxFuture<'static, Result<(), StoreError>> {
         if self.group(shard).is_some_and(|g| g.check_leader(shard).is_ok() && g.applied_in_term(&self.node)) {
-            if let Some(g) = self.group(shard) {
-                g.quiet.touch();
-            }
             return Box::pin(std::future::ready(Ok(())));
         }
         self.ensure_linearizable(shard)

@@ -43,9 +43,10 @@ use openraft::ServerState;
 
 use playground_proto::{node_id_of, NodeId, ShardId};
 
+use super::group::Group;
 use super::lease::Metrics;
 use super::settings::LEADER_LEASE;
-use super::{leadership, metrics, Group, RaftLog, Reachability};
+use super::{leadership, metrics, RaftLog, Reachability};
 
 /// How often the groups are looked at: the delay between the detector holding a leader down and its
 /// followers acting on it.
