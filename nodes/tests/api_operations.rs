@@ -1,6 +1,8 @@
 //! Operations endpoints and the cross-cutting HTTP rules: health, readiness, metrics, the OpenAPI
 //! document, the admin view, request ids, 404/405, overload shedding and timeouts.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::json;
 use simulations::{Api, TestCluster};
@@ -15,7 +17,7 @@ async fn operations_endpoints_answer() {
     let api = Api::new(&c.node.url);
     let health = api.get("/healthz", None).await.expect("healthz");
     assert_eq!((health.status, health.json()), (200, json!({"status": "ok"})));
-    assert_eq!(api.get("/readyz", None).await.expect("readyz").status, 200);
+    api.wait_ready(Duration::from_secs(30)).await.expect("the node serves");
 
     let (user, token) = api.signup("ops@example.com").await.expect("signup");
     api.create_order(&token, "A", None).await.expect("order");

@@ -26,7 +26,7 @@ async fn up_runs_restarts_and_stops_its_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut up = NodeProcess::start_launcher(BIN.as_ref(), dir.path(), &[]).expect("up starts");
     let api = Api::new(&up.url);
-    assert_eq!(api.get("/readyz", None).await.expect("readyz").status, 200);
+    api.wait_ready(Duration::from_secs(30)).await.expect("the node serves");
     let (user, token) = api.signup("up@example.com").await.expect("signup");
 
     // Data and secrets live under the data dir, secrets readable by the owner only.
@@ -43,6 +43,7 @@ async fn up_runs_restarts_and_stops_its_node() {
     kill(Pid::from_raw(children[0] as i32), Signal::SIGKILL).expect("kill -9 the node");
     let url = up.wait_for_line("gateway ready at ", Duration::from_secs(60)).expect("the node is started again");
     let api = Api::new(&url);
+    api.wait_ready(Duration::from_secs(30)).await.expect("the restarted node serves");
     let me = api.get(&format!("/v1/users/{user}"), Some(&token)).await.expect("get");
     assert_eq!(me.status, 200, "data and sessions survive the restart");
 
@@ -207,11 +208,7 @@ async fn up_add_node_joins_a_running_cluster_and_takes_replicas() {
     let env = [("PLAYGROUND_NODES", "3"), ("PLAYGROUND_GATEWAYS", "1"), ("PLAYGROUND_SHARDS", "8")];
     let mut up = NodeProcess::start_launcher(BIN.as_ref(), dir.path(), &env).expect("up --nodes 3 starts");
     let api = Api::new(&up.url);
-    eventually(Duration::from_secs(60), "the gateway is ready", || async {
-        (api.get("/readyz", None).await.ok()?.status == 200).then_some(())
-    })
-    .await
-    .expect("the cluster serves");
+    api.wait_ready(Duration::from_secs(60)).await.expect("the cluster serves");
     let admin = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin token");
     let admin = admin.trim();
 

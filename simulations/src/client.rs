@@ -109,6 +109,15 @@ impl Api {
         self.send(Method::GET, path, token, None, &[]).await
     }
 
+    /// Waits until `/readyz` answers 200. A process listens (and `/healthz` answers) before its shards
+    /// have leaders and it knows the cluster's record; until then `/readyz` is 503, as a probe expects.
+    pub async fn wait_ready(&self, deadline: Duration) -> Result<()> {
+        crate::eventually(deadline, &format!("{} is ready", self.base), || async {
+            (self.get("/readyz", None).await.ok()?.status == 200).then_some(())
+        })
+        .await
+    }
+
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Response> {
         self.send(Method::POST, path, token, Some(body), &[]).await
     }

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 
 use crate::client::Api;
 use crate::common::free_port;
-use crate::process::{eventually, NodeProcess};
+use crate::process::NodeProcess;
 use crate::proxy::FaultProxy;
 
 /// The admin token every member of a test cluster is configured with.
@@ -233,11 +233,7 @@ impl ProcessCluster {
     /// Waits until every gateway answers `/readyz` with 200.
     pub async fn wait_ready(&self, deadline: Duration) -> Result<()> {
         for g in &self.gateways {
-            let api = g.api();
-            eventually(deadline, &format!("{} is ready", g.name), || async {
-                (api.get("/readyz", None).await.ok()?.status == 200).then_some(())
-            })
-            .await?;
+            g.api().wait_ready(deadline).await.with_context(|| format!("{} is ready", g.name))?;
         }
         Ok(())
     }
