@@ -167,7 +167,7 @@ pub struct ClusterConfig {
     #[serde(with = "duration_str")]
     pub dead_member_timeout: Duration,
     /// Whether a shard group nobody uses goes quiet: no raft heartbeats or timers, the failure
-    /// detector watching its leader instead. Off (the default), every group heartbeats all the time.
+    /// detector watching its leader instead (the default). Off, every group heartbeats all the time.
     pub quiet_groups: bool,
 }
 
@@ -310,7 +310,7 @@ impl Default for ClusterConfig {
             advertise: None,
             max_concurrent_moves: DEFAULT_MAX_CONCURRENT_MOVES,
             dead_member_timeout: DEFAULT_DEAD_MEMBER_TIMEOUT,
-            quiet_groups: false,
+            quiet_groups: true,
         }
     }
 }

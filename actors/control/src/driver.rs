@@ -422,7 +422,9 @@ impl Driver {
         if !target.contains(&leader) {
             // A leader that removes itself drops what it was still proposing: hand over first, to a
             // replica that stays, and move the replicas next round.
-            if let Some(to) = target.iter().find(|n| actual.replicas.contains(n)) {
+            let peers = self.control.remote.as_ref().map(|r| r.peers()).unwrap_or_default();
+            let up = |n: &String| self.state_of(n, &peers) == PeerState::Up;
+            if let Some(to) = target.iter().find(|n| actual.replicas.contains(n) && up(n)) {
                 self.transfer(shard, &leader, to).await.ok();
             }
             return false;
@@ -447,9 +449,25 @@ impl Driver {
     }
 
     /// Asks replicas to stand for election until every member leads about as many shards as any other.
+    /// Leaderships go only to members the failure detector holds up: a leader handing over to a node
+    /// that cannot take over refuses work until the hand-over lapses, and would do so again every round.
+    /// A member held down counts as no host, so its leaderships are spread over the others; one merely
+    /// suspected keeps those it has.
     async fn balance_leaders(&self, record: &ClusterMeta, actual: &[Option<ShardStatus>]) {
         let leaders: Vec<Option<String>> = actual.iter().map(|a| a.as_ref().and_then(|a| a.leader.clone())).collect();
-        let transfers = rebalance::plan_leaders(&record.placement, &leaders, &record.hosts());
+        let peers = self.control.remote.as_ref().map(|r| r.peers()).unwrap_or_default();
+        let leading: BTreeSet<&str> = leaders.iter().flatten().map(String::as_str).collect();
+        let hosts: Vec<String> = record
+            .hosts()
+            .into_iter()
+            .filter(|id| match self.state_of(id, &peers) {
+                PeerState::Up => true,
+                PeerState::Suspect => leading.contains(id.as_str()),
+                PeerState::Down => false,
+            })
+            .collect();
+        let mut transfers = rebalance::plan_leaders(&record.placement, &leaders, &hosts);
+        transfers.retain(|(_, to)| self.state_of(to, &peers) == PeerState::Up);
         if !transfers.is_empty() {
             self.busy.store(true, Ordering::SeqCst);
         }
@@ -462,6 +480,15 @@ impl Driver {
                 tracing::debug!(shard, error = %e, "leadership transfer to be retried");
             }
         }
+    }
+
+    /// How this node's failure detector holds member `id`: itself is up, a member it has no session
+    /// with is down.
+    fn state_of(&self, id: &str, peers: &[cluster_transport::Peer]) -> PeerState {
+        if id == self.control.me {
+            return PeerState::Up;
+        }
+        peers.iter().find(|p| p.id == id).map_or(PeerState::Down, |p| p.state)
     }
 
     /// Moves the leadership of `shard` from `from` to `to`: `from` hands over, `to` stands for election.
