@@ -115,6 +115,9 @@ pub(crate) struct Alive {
 
 /// How long a leader holds still for a hand-over: the lease its followers wait out, then the election.
 const HAND_OVER: Duration = Duration::from_millis(2000);
+/// How long a leader handing over sends nothing to its successor before it lets it stand: the silence
+/// [`RaftLog::campaign`] asks for, with a margin for the last message's way there.
+const HANDED_SILENCE: Duration = settings::ELECTION_TIMEOUT_MIN.saturating_add(Duration::from_millis(50));
 
 /// The [`ShardLog`] whose shards are openraft groups.
 pub struct RaftLog {
@@ -284,9 +287,14 @@ impl RaftLog {
     }
 
     /// On the shard's leader: gets ready to hand leadership to `to`. It takes no new work (callers are
-    /// pointed at `to`), stops its heartbeats, and returns once its followers' leases have run out, so
-    /// that `to` can win an election ([`RaftLog::campaign`]) the caller asks of it next. If `to` does not
-    /// take over, this node leads on: heartbeats and work resume by themselves after a short while.
+    /// pointed at `to`), gives up its lease, stops its heartbeats, and returns once `to` can win the
+    /// election ([`RaftLog::campaign`]) the caller asks of it next: once `to` holds every entry this
+    /// node has and knows it committed, has heard nothing from this node for the time `campaign` asks
+    /// of it, and this node's own vote is older than openraft's vote lease. This leader then grants `to`
+    /// its vote, which with `to`'s own is a majority of three whatever the third replica's vote lease
+    /// says, so the group changes leaders in one round trip, without waiting out the followers' leases.
+    /// If `to` does not take over, this node leads on: heartbeats and work resume by themselves after
+    /// [`HAND_OVER`].
     pub async fn hand_over(&self, shard: ShardId, to: &str) -> Result<(), StoreError> {
         let group = self.group(shard).ok_or(StoreError::NotLeader { shard, leader: None })?;
         group.check_leader(shard)?;
@@ -300,17 +308,49 @@ impl RaftLog {
             tokio::time::sleep(HAND_OVER).await;
             raft.runtime_config().heartbeat(true);
         });
-        tokio::time::sleep(settings::LEADER_LEASE + Duration::from_millis(50)).await;
-        Ok(())
+        let target = node_id_of(to);
+        // Past this, `to` could not have won in the followers' eyes either: the wait the hand-over had
+        // before it knew about this leader's own vote.
+        let until = std::time::Instant::now() + settings::LEADER_LEASE + Duration::from_millis(50);
+        let mut metrics = group.metrics.clone();
+        // Since when `to` has been caught up: the last entry and the commit index it learns of once this
+        // node applied that entry leave right then, and nothing follows them with heartbeats off.
+        let mut silent_since = None;
+        loop {
+            let (caught_up, vote_old) = {
+                let m = metrics.borrow_and_update();
+                let last = m.last_log_index;
+                let matched = m.replication.as_ref().and_then(|r| r.get(&target).copied().flatten());
+                let caught_up = matched.is_some_and(|id| Some(id.index) == last)
+                    && m.last_applied.map(|id| id.index) == last;
+                let vote_old = group
+                    .observed
+                    .leading_for(m.current_term)
+                    .is_some_and(|led| led > settings::LEADER_LEASE + Duration::from_millis(20));
+                (caught_up, vote_old)
+            };
+            let now = std::time::Instant::now();
+            if caught_up {
+                silent_since.get_or_insert(now);
+            } else {
+                silent_since = None;
+            }
+            let silent = silent_since.is_some_and(|t| now.duration_since(t) >= HANDED_SILENCE);
+            let left = until.saturating_duration_since(now);
+            if (silent && vote_old) || left.is_zero() {
+                return Ok(());
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(20)), metrics.changed()).await;
+        }
     }
 
-    /// Asks this node's replica of `shard` to stand for election now: how leadership moves to it. It
-    /// wins if its log is as complete as a quorum's, which a caught-up voter's is, and once the followers'
-    /// leases have run out ([`RaftLog::hand_over`]).
+    /// Asks this node's replica of `shard` to stand for election now: how leadership moves to it, right
+    /// after its leader handed over ([`RaftLog::hand_over`]), whose vote it then gets.
     pub async fn campaign(&self, shard: ShardId) -> Result<(), StoreError> {
         let group = self.group(shard).ok_or(StoreError::NotLeader { shard, leader: None })?;
         // A leader heard from lately may be serving reads on its lease: it did not hand over (or has
-        // taken leadership back since), so this replica stands only once that lease has run out.
+        // taken leadership back since), and this replica with one that never acknowledged that lease
+        // could elect another leader before it ends. So it stands only once that lease has run out.
         if group.lease.since_leader().is_some_and(|quiet| quiet < settings::ELECTION_TIMEOUT_MIN) {
             let leader = group.leadership.borrow().leader.clone();
             return Err(StoreError::NotLeader { shard, leader });

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
 use tokio::sync::watch;
@@ -30,6 +30,16 @@ pub(crate) struct Observed {
     pub(crate) committed: AtomicU64,
     /// Set while this node leads but no quorum has acknowledged it for `STALE_LEADER`.
     pub(crate) stale: AtomicBool,
+    /// The term this node last led in, and when it first saw itself lead in it.
+    pub(crate) elected: std::sync::Mutex<Option<(u64, Instant)>>,
+}
+
+impl Observed {
+    /// How long this node has led in `term`, as far as this task has seen.
+    pub(crate) fn leading_for(&self, term: u64) -> Option<Duration> {
+        let elected = *self.elected.lock().unwrap_or_else(|p| p.into_inner());
+        elected.filter(|(t, _)| *t == term).map(|(_, at)| at.elapsed())
+    }
 }
 
 /// The name of node `id`: from the group's membership, else from the replicas placement gave it.
@@ -80,6 +90,12 @@ pub(crate) async fn follow(
             (leadership_of(me, &m, &names), m.last_applied.map(|id| id.index).unwrap_or(0), stale)
         };
         observed.stale.store(next.is_leader && stale, Ordering::Relaxed);
+        if next.is_leader {
+            let mut elected = observed.elected.lock().unwrap_or_else(|p| p.into_inner());
+            if elected.is_none_or(|(term, _)| term != next.term) {
+                *elected = Some((next.term, Instant::now()));
+            }
+        }
         term_gauge.set(next.term as i64);
         leader_gauge.set(i64::from(next.is_leader));
         tx.send_if_modified(|current| {

@@ -434,9 +434,11 @@ async fn a_replica_moves_to_a_joined_node_under_writes_and_leadership_follows() 
 
     // Leadership moves to the newcomer: the leader hands over, the newcomer stands for election.
     let leader = c.wait_leader(shard, None).await;
+    let term = c.log(leader).leadership(shard).term;
     c.log(leader).hand_over(shard, &c.names[newcomer]).await.expect("hand over");
     c.log(newcomer).campaign(shard).await.expect("campaign");
     eventually(Duration::from_secs(10), "the newcomer leads", || c.log(newcomer).leadership(shard).is_leader).await;
+    assert_eq!(c.log(newcomer).leadership(shard).term, term + 1, "the old leader's vote elects it in one round");
     c.append(shard, "k/after".into(), 999).await;
     c.wait_replicated_on(&[leader, newcomer], shard, "k/after", 999).await;
 
