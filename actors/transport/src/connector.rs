@@ -21,7 +21,14 @@ use tracing::{debug, info};
 
 use super::sessions::Sessions;
 
-pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// The pause between the first [`FAST_RETRIES`] attempts. A peer that was just lost is most often
+/// restarting (its supervisor starts it again within a second), and every other member of the cluster
+/// waits for this process to reach it: a refused connection costs one round trip, so retrying it this
+/// often for a few seconds is cheap, where doubling from the start left a restarted leader unreachable
+/// from a gateway for up to a second and a half after it was back.
+pub(crate) const FAST_BACKOFF: Duration = Duration::from_millis(100);
+/// How many attempts in a row come [`FAST_BACKOFF`] apart before the pause doubles.
+pub(crate) const FAST_RETRIES: u32 = 30;
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A TCP connect to a black-holed address can hang for minutes without this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,9 +39,11 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A safety net beside the session events: the connector re-checks its session this often.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// The next backoff: doubled, capped at [`MAX_BACKOFF`].
-pub(crate) fn next_backoff(current: Duration) -> Duration {
-    (current * 2).min(MAX_BACKOFF)
+/// The pause after `failed` attempts in a row: [`FAST_BACKOFF`] for the first [`FAST_RETRIES`], then
+/// doubling from there up to [`MAX_BACKOFF`].
+pub(crate) fn backoff_after(failed: u32) -> Duration {
+    let doublings = failed.saturating_sub(FAST_RETRIES).min(16);
+    (FAST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
 }
 
 /// The socket addresses to dial for `addr`: itself when it is an IP address, else what the system
@@ -77,14 +86,12 @@ impl Dialer {
     /// Runs until its shutdown.
     pub(crate) async fn run(mut self) {
         let mut changes = self.sessions.subscribe();
-        let mut backoff = INITIAL_BACKOFF;
         let mut attempt: u32 = 0;
         loop {
             if *self.shutdown.borrow() || self.shutdown.has_changed().is_err() {
                 return;
             }
             if self.sessions.has_session(&self.peer) {
-                backoff = INITIAL_BACKOFF;
                 attempt = 0;
                 changes.borrow_and_update();
                 tokio::select! {
@@ -99,8 +106,7 @@ impl Dialer {
                 info!(peer = %self.peer, addr = %self.addr, attempt, "cluster session up");
                 continue;
             }
-            let pause = jittered(backoff);
-            backoff = next_backoff(backoff);
+            let pause = jittered(backoff_after(attempt));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = self.shutdown.wait_for(|s| *s) => return,
@@ -117,6 +123,7 @@ impl Dialer {
                 return false;
             }
         };
+        let dropped = self.sessions.dropped_unauthenticated(&target.to_string());
         match tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(&self.server, target)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -137,6 +144,13 @@ impl Dialer {
             if self.sessions.has_session(&self.peer) {
                 return true;
             }
+            // The connection closed before it authenticated: most often a peer that was dying when the
+            // dial reached its listening socket. Waiting out the handshake timeout would only delay the
+            // next attempt.
+            if self.sessions.dropped_unauthenticated(&target.to_string()) > dropped {
+                debug!(peer = %self.peer, %target, attempt, "cluster dial closed before it authenticated");
+                return false;
+            }
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return false },
                 _ = &mut deadline => return self.sessions.has_session(&self.peer),
@@ -151,17 +165,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_its_cap() {
-        let mut b = INITIAL_BACKOFF;
-        let mut seen = vec![b];
-        for _ in 0..8 {
-            b = next_backoff(b);
-            seen.push(b);
-        }
-        assert_eq!(seen[1], Duration::from_millis(200));
-        assert_eq!(seen[5], Duration::from_millis(3200));
-        assert_eq!(seen[6], MAX_BACKOFF);
-        assert_eq!(*seen.last().expect("non-empty"), MAX_BACKOFF);
+    fn backoff_stays_short_for_a_restart_then_doubles_to_its_cap() {
+        assert_eq!(backoff_after(1), FAST_BACKOFF);
+        assert_eq!(backoff_after(FAST_RETRIES), FAST_BACKOFF);
+        assert_eq!(backoff_after(FAST_RETRIES + 1), FAST_BACKOFF * 2);
+        assert_eq!(backoff_after(FAST_RETRIES + 5), Duration::from_millis(3200));
+        assert_eq!(backoff_after(FAST_RETRIES + 6), MAX_BACKOFF);
+        assert_eq!(backoff_after(u32::MAX), MAX_BACKOFF);
     }
 
     #[tokio::test]

@@ -46,11 +46,18 @@ pub(crate) struct Sessions {
     changed: watch::Sender<u64>,
     /// The peers' ids: the seeds and the peers added since.
     known: RwLock<HashSet<String>>,
+    /// Per address dialed: how many sessions this process dialed there closed before they authenticated.
+    dropped: Mutex<HashMap<String, u64>>,
 }
 
 impl Sessions {
     pub(crate) fn new(seeds: HashSet<String>) -> Arc<Self> {
-        Arc::new(Self { table: Mutex::new(HashMap::new()), changed: watch::Sender::new(0), known: RwLock::new(seeds) })
+        Arc::new(Self {
+            table: Mutex::new(HashMap::new()),
+            changed: watch::Sender::new(0),
+            known: RwLock::new(seeds),
+            dropped: Mutex::new(HashMap::new()),
+        })
     }
 
     fn is_known(&self, peer: &str) -> bool {
@@ -157,8 +164,17 @@ impl Sessions {
         self.bump();
     }
 
+    /// How many sessions this process dialed to `addr` closed before they authenticated: a dialer that
+    /// sees the count grow knows its attempt failed.
+    pub(crate) fn dropped_unauthenticated(&self, addr: &str) -> u64 {
+        self.dropped.lock().unwrap_or_else(|e| e.into_inner()).get(addr).copied().unwrap_or(0)
+    }
+
     fn disconnected(&self, ses: NodeServerSessionInformation) {
         let removed = self.table().remove(&ses.actor.get_id());
+        if !ses.is_server && !removed.as_ref().is_some_and(|t| t.authenticated) {
+            *self.dropped.lock().unwrap_or_else(|e| e.into_inner()).entry(ses.peer_addr.clone()).or_insert(0) += 1;
+        }
         // The name may have reached the NodeServer after our `opened` event: take the latest.
         let peer = ses.peer_name.as_ref().map(|n| id_of_name(&n.name).to_owned());
         let peer = peer.or_else(|| removed.as_ref().and_then(|t| t.peer.clone()));
