@@ -321,8 +321,8 @@ impl RaftLog {
                 let m = metrics.borrow_and_update();
                 let last = m.last_log_index;
                 let matched = m.replication.as_ref().and_then(|r| r.get(&target).copied().flatten());
-                let caught_up = matched.is_some_and(|id| Some(id.index) == last)
-                    && m.last_applied.map(|id| id.index) == last;
+                let caught_up =
+                    matched.is_some_and(|id| Some(id.index) == last) && m.last_applied.map(|id| id.index) == last;
                 let vote_old = group
                     .observed
                     .leading_for(m.current_term)

@@ -16,13 +16,14 @@
 //!   failure detector holds up and that was heard from within [`QUIET_SILENCE`]. As soon as the
 //!   detector suspects the leader's node (one missed ping), the follower runs openraft's timers again,
 //!   which count from the last AppendEntries: a frozen leader is replaced as fast as without quiet
-//!   groups. When the detector
-//!   holds the node down (its connection closed, or silent for `cluster.failure_timeout`), the
-//!   follower also stands for election as soon as the leader's vote lease has run out since it last
-//!   heard from it, [`ELECTION_JITTER`] apart from its peers, instead of waiting out openraft's random
-//!   election timeout on top of the lease. A leader's node that comes back up (restarted before the
-//!   group elected another) counts as down until this replica hears from a leader again: restarted,
-//!   it leads no more, so the group must not fall asleep waiting for it.
+//!   groups. When the detector holds the node down (its connection closed, or silent for
+//!   `cluster.failure_timeout`), the follower stands for election as soon as the leader's vote lease
+//!   has run out since it last heard from it, [`ELECTION_JITTER`] apart from its peers, instead of
+//!   waiting out openraft's random election timeout on top of the lease; before that it starts none on
+//!   openraft's timer either: the other followers would refuse it, and it would only raise the term
+//!   past a leader whose node restarted within the lease (openraft restores a leader at startup, which
+//!   then leads on from its log). A leader's node that comes back up before this replica heard from a
+//!   leader again counts as down: if it does not lead on, the group must not fall asleep waiting for it.
 //! - **The silence bound** is the safety net for whatever the detector cannot see (a leader whose
 //!   process answers pings while its group is wedged): a follower that has not heard from its leader
 //!   for [`QUIET_SILENCE`] runs openraft's own timers again, and they elect.
@@ -182,10 +183,14 @@ pub(crate) fn plan(v: &View) -> Plan {
         };
     }
     let quiet = v.leader_up && (LEADER_WENT_QUIET..QUIET_SILENCE).contains(&v.since_leader);
+    // Within the vote lease the other followers refuse: an election started by openraft's own timer
+    // then only raises the term, and deposes a leader whose node restarted within the lease and leads
+    // on from its log (openraft restores a leader at startup).
+    let doomed = v.leader_down && v.since_leader < LEADER_LEASE;
     Plan {
         tick: !quiet,
         heartbeat: true,
-        elect: !quiet,
+        elect: !quiet && !doomed,
         beat: false,
         campaign: v.leader_down && !v.campaigned && v.since_leader >= LEADER_LEASE + v.jitter,
     }
@@ -346,9 +351,9 @@ mod tests {
     fn a_follower_of_a_leader_held_down_stands_once_the_vote_lease_is_over() {
         let down = View { leader_up: false, leader_down: true, ..follower() };
         let p = plan(&down);
-        assert!(p.tick && p.elect && !p.campaign, "not while the voters may still refuse");
+        assert!(p.tick && !p.elect && !p.campaign, "not while the voters may still refuse");
         let late = View { since_leader: LEADER_LEASE + down.jitter, ..down };
-        assert!(plan(&late).campaign);
+        assert!(plan(&late).campaign && plan(&late).elect, "then at once, and on openraft's timer if that fails");
         assert!(!plan(&View { campaigned: true, ..late }).campaign, "once per term");
         assert!(!plan(&View { jitter: ELECTION_JITTER, ..late }).campaign, "after its own jitter");
     }
