@@ -340,7 +340,10 @@ impl RaftLog {
             if (silent && vote_old) || left.is_zero() {
                 return Ok(());
             }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(20)), metrics.changed()).await;
+            if let Ok(Err(_)) = tokio::time::timeout(left.min(Duration::from_millis(20)), metrics.changed()).await {
+                // The group stopped meanwhile: there is nothing left to hand over.
+                return Err(StoreError::Closed);
+            }
         }
     }
 
