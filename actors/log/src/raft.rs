@@ -294,7 +294,7 @@ impl RaftLog {
     /// its vote, which with `to`'s own is a majority of three whatever the third replica's vote lease
     /// says, so the group changes leaders in one round trip, without waiting out the followers' leases.
     /// If `to` does not take over, this node leads on: heartbeats and work resume by themselves after
-    /// [`HAND_OVER`].
+    /// `HAND_OVER` (2 s).
     pub async fn hand_over(&self, shard: ShardId, to: &str) -> Result<(), StoreError> {
         let group = self.group(shard).ok_or(StoreError::NotLeader { shard, leader: None })?;
         group.check_leader(shard)?;
