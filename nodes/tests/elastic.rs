@@ -106,12 +106,7 @@ async fn growing_from_three_to_five_nodes_under_load_evens_out_and_loses_nothing
     let fourth = c.add_node().expect("node-4 starts");
     let fifth = c.add_node().expect("node-5 starts");
     for i in [fourth, fifth] {
-        let api = c.node(i);
-        eventually(Duration::from_secs(30), &format!("node-{} is ready", i + 1), || async {
-            (api.get("/readyz", None).await.ok()?.status == 200).then_some(())
-        })
-        .await
-        .expect("the new node joins");
+        c.node(i).wait_ready(Duration::from_secs(30)).await.expect("the new node joins");
     }
     let balanced = eventually(Duration::from_secs(120), "an even placement over five nodes", || async {
         let v = view(&g).await?;

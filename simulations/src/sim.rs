@@ -279,11 +279,7 @@ async fn apply(cluster: &mut ProcessCluster, f: &FaultEvent, panic: &AtomicBool)
         Action::Terminate => tokio::task::block_in_place(|| cluster.terminate(node, Duration::from_secs(15))),
         Action::RestartReady => {
             tokio::task::block_in_place(|| cluster.restart(node))?;
-            let api = cluster.node(node);
-            crate::process::eventually(Duration::from_secs(30), &format!("node-{} is ready", node + 1), || async {
-                (api.get("/readyz", None).await.ok()?.status == 200).then_some(())
-            })
-            .await?;
+            cluster.node(node).wait_ready(Duration::from_secs(30)).await?;
             cluster.wait_ready(Duration::from_secs(30)).await
         }
         Action::KillAll => {
@@ -323,11 +319,7 @@ async fn apply(cluster: &mut ProcessCluster, f: &FaultEvent, panic: &AtomicBool)
         Action::Skew { .. } => Ok(()),
         Action::Join => {
             let joined = tokio::task::block_in_place(|| cluster.add_node())?;
-            let api = cluster.node(joined);
-            crate::process::eventually(Duration::from_secs(30), &format!("node-{} joined", joined + 1), || async {
-                (api.get("/readyz", None).await.ok()?.status == 200).then_some(())
-            })
-            .await
+            cluster.node(joined).wait_ready(Duration::from_secs(30)).await
         }
         Action::Drain => {
             let path = format!("/v1/cluster/members/node-{}/drain", node + 1);

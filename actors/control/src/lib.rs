@@ -17,6 +17,7 @@
 mod cache;
 pub mod client;
 mod driver;
+mod edits;
 mod handle;
 mod join;
 mod keeper;

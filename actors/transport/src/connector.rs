@@ -123,7 +123,8 @@ impl Dialer {
                 return false;
             }
         };
-        let dropped = self.sessions.dropped_unauthenticated(&target.to_string());
+        let target_addr = target.to_string();
+        let dropped = self.sessions.dropped_unauthenticated(&target_addr);
         match tokio::time::timeout(CONNECT_TIMEOUT, ractor_cluster::client_connect(&self.server, target)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -147,7 +148,7 @@ impl Dialer {
             // The connection closed before it authenticated: most often a peer that was dying when the
             // dial reached its listening socket. Waiting out the handshake timeout would only delay the
             // next attempt.
-            if self.sessions.dropped_unauthenticated(&target.to_string()) > dropped {
+            if self.sessions.dropped_unauthenticated(&target_addr) > dropped {
                 debug!(peer = %self.peer, %target, attempt, "cluster dial closed before it authenticated");
                 return false;
             }
