@@ -90,17 +90,14 @@ pub(crate) async fn follow(
             (leadership_of(me, &m, &names), m.last_applied.map(|id| id.index).unwrap_or(0), stale)
         };
         observed.stale.store(next.is_leader && stale, Ordering::Relaxed);
-        if next.is_leader {
-            let mut elected = observed.elected.lock().unwrap_or_else(|p| p.into_inner());
-            if elected.is_none_or(|(term, _)| term != next.term) {
-                *elected = Some((next.term, Instant::now()));
-            }
-        }
         term_gauge.set(next.term as i64);
         leader_gauge.set(i64::from(next.is_leader));
         tx.send_if_modified(|current| {
             if *current == next {
                 return false;
+            }
+            if next.is_leader && (current.term, current.is_leader) != (next.term, true) {
+                *observed.elected.lock().unwrap_or_else(|p| p.into_inner()) = Some((next.term, Instant::now()));
             }
             if next.leader.is_some() && (next.term, &next.leader) != (current.term, &current.leader) {
                 metrics::LEADER_CHANGES.with_label_values(&[&label]).inc();
