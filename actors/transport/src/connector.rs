@@ -1,4 +1,5 @@
-//! Keeps one session to each peer: dials when there is none, with exponential backoff and jitter.
+//! Keeps one session to each peer: dials when there is none, every 100 ms at first, then with doubling
+//! pauses and jitter.
 //!
 //! Both ends of a pair of nodes dial each other. ractor_cluster settles simultaneous sessions itself
 //! (Erlang's rule: the connection initiated by the node whose name sorts last survives, the other is
